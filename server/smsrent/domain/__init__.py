@@ -1,0 +1,1 @@
+"""Provider-neutral domain: models, identifiers, errors and code extraction (no I/O, no MCP)."""

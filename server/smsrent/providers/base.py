@@ -1,0 +1,335 @@
+"""The HTTP base every provider adapter shares: one client, explicit timeouts, safe retries, one error mapping.
+
+Only calls that cannot spend money or change state (`safe=True`) are retried, with exponential
+backoff, jitter and `Retry-After`. A state-changing call is retried only when the request provably
+never left this process (the connection was not established); anything else is raised with
+`request_sent`/`uncertain` set so the caller can reconcile instead of buying twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import anyio
+import httpx
+
+from smsrent import __version__
+from smsrent.domain.errors import (
+    CancelNotAllowed,
+    InsufficientBalance,
+    NoNumbersAvailable,
+    ProviderAuthError,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderTransportError,
+    ProviderUnavailable,
+    RateLimited,
+    bounded,
+)
+from smsrent.domain.ids import ProviderName, Ref
+from smsrent.domain.models import Balance, Message, Plan, Receipt
+
+log = logging.getLogger("smsrent.providers")
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
+USER_AGENT = f"smsrent/{__version__}"
+
+# httpx errors raised before any byte of the request could reach the provider.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How safe calls are retried: `attempts` in all, delays doubling from `base_delay` up to `max_delay`."""
+
+    attempts: int = 3
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        return jitter(min(self.base_delay * 2**attempt, self.max_delay))
+
+
+def jitter(delay: float) -> float:
+    """Spread retries: a random delay between half and all of `delay`."""
+    return random.uniform(delay / 2, delay)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """`Retry-After` as seconds, from either delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class HttpProvider:
+    """Owns one `httpx.AsyncClient` for one provider account and maps every failure into the error tree."""
+
+    name: ClassVar[ProviderName]
+    display_name: ClassVar[str]
+    credential_env: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        headers: Mapping[str, str],
+        secrets: tuple[str, ...],
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        sandbox: bool = False,
+    ) -> None:
+        self.sandbox = sandbox
+        self.retry = retry
+        self._secrets = secrets
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT, **headers},
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        safe: bool,
+        json_body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str | int] | None = None,
+        retry: bool = True,
+        accept_text: bool = False,
+    ) -> Any:
+        """Send one request and return its decoded JSON body, retrying only where that cannot spend twice.
+
+        `accept_text` lets a successful plain-text body through as a string (handler-API answers).
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._attempt(method, path, json_body, params, accept_text)
+            except ProviderError as err:
+                may_retry = retry and (err.retryable if safe else not err.request_sent)
+                if not may_retry or attempt + 1 >= self.retry.attempts:
+                    raise
+                delay = self.retry.delay(attempt, err.retry_after if isinstance(err, RateLimited) else None)
+                log.info("%s %s failed (%s); retry %d in %.1f s", method, path, type(err).__name__, attempt + 1, delay)
+                attempt += 1
+                await anyio.sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        json_body: Mapping[str, Any] | None,
+        params: Mapping[str, str | int] | None,
+        accept_text: bool,
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            response = await self._client.request(method, path, json=json_body, params=params)
+        except httpx.TransportError as err:
+            raise self._transport_error(err) from err
+        # Log the path only: a query string may carry the API key (Getatext's handler API).
+        log.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, (time.perf_counter() - started) * 1000)
+        payload = self._decode(response, accept_text)
+        if response.is_success:
+            self._check_payload(payload)
+            return payload
+        raise self._status_error(response, payload)
+
+    def _decode(self, response: httpx.Response, accept_text: bool = False) -> Any:
+        """JSON body, or None when empty; an HTML page or broken JSON is a provider failure."""
+        text = response.text
+        if not text.strip():
+            return None
+        if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+            if response.is_client_error:
+                return None  # mapped by its status code alone; the page itself says nothing usable
+            raise self._unavailable(response.status_code, "answered with an HTML page instead of JSON")
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            if (response.is_success and not accept_text) or response.status_code >= 500:
+                what = "sent an unreadable answer (truncated or invalid JSON)"
+                raise self._unavailable(response.status_code, what) from err
+            return text
+
+    def _parse(self, parser: Callable[[Any], T], value: Any) -> T:
+        """Parse a successful answer; one that cannot be read is a provider failure (and, after a POST, uncertain)."""
+        try:
+            return parser(value)
+        except ValueError as err:
+            raise self._unavailable(
+                200, f"sent an answer this client cannot read ({bounded(str(err), self._secrets, 80)})"
+            ) from err
+
+    def _unavailable(self, status: int, what: str) -> ProviderUnavailable:
+        return ProviderUnavailable(
+            f"{self.display_name} {what} (HTTP {status}); it may be down, try again shortly.",
+            provider=self.name,
+            status_code=status,
+        )
+
+    def _transport_error(self, err: httpx.TransportError) -> ProviderTransportError:
+        sent = not isinstance(err, _NOT_SENT)
+        outcome = "it may have been received, its outcome is unknown" if sent else "the request was not sent"
+        if isinstance(err, httpx.TimeoutException):
+            return ProviderTimeout(
+                f"{self.display_name} did not answer in time; {outcome}.", provider=self.name, request_sent=sent
+            )
+        return ProviderTransportError(
+            f"Could not complete the request to {self.display_name} ({type(err).__name__}); {outcome}.",
+            provider=self.name,
+            request_sent=sent,
+        )
+
+    def _status_error(self, response: httpx.Response, payload: Any) -> ProviderError:
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
+        return self._error_for(response.status_code, self._error_text(payload) or response.reason_phrase, retry_after)
+
+    def _error_for(self, status: int, raw_detail: str, retry_after: float | None = None) -> ProviderError:
+        """Map an error answer into the error tree, once for every endpoint of this provider."""
+        detail = bounded(raw_detail, self._secrets).rstrip(". ")
+        said = f": {detail}" if detail else ""
+        who = self.display_name
+        if status == 429:
+            wait = f" in {retry_after:.0f} s" if retry_after is not None else " shortly"
+            return RateLimited(
+                f"{who} is rate limiting requests; try again{wait}.", provider=self.name, retry_after=retry_after
+            )
+        if status >= 500:
+            return self._unavailable(status, f"failed{said}")
+        kind = self._classify(detail)
+        if kind is not None:
+            message = self._refined_message(kind, detail)
+        elif status in (401, 403):
+            kind, message = (
+                ProviderAuthError,
+                f"{who} refused the credentials (HTTP {status}){said}; check {self.credential_env}.",
+            )
+        elif status == 404:
+            kind, message = (
+                ProviderNotFound,
+                f"{who} does not know this object (HTTP 404){said}; check the id with list_rentals.",
+            )
+        else:
+            kind, message = ProviderRejected, f"{who} refused the request (HTTP {status}){said}."
+        return kind(message, provider=self.name, status_code=status)
+
+    def _refined_message(self, kind: type[ProviderError], detail: str) -> str:
+        who = self.display_name
+        if kind is InsufficientBalance:
+            return f"{who} says the balance is too low ({detail}); top up the account or pick a cheaper plan."
+        if kind is CancelNotAllowed:
+            return f"{who} will not refund or cancel this rental now ({detail})."
+        if kind is NoNumbersAvailable:
+            return f"{who} has no number for this service right now ({detail}); try another plan or provider."
+        return f"{who}: {detail}."
+
+    def _error_text(self, payload: Any) -> str | None:
+        """The provider's own error sentence inside an error body."""
+        if isinstance(payload, str):
+            return payload
+        if isinstance(payload, dict):
+            parts: list[str] = []
+            for key in ("message", "errors", "error"):
+                text = _flatten(payload.get(key))
+                if text and not any(text in part for part in parts):
+                    parts.append(text)
+            return " - ".join(parts) or None
+        return None
+
+    def _classify(self, detail: str) -> type[ProviderError] | None:
+        """A finer error class recognised from the provider's wording, if any."""
+        text = detail.lower()
+        if "balance" in text or "insufficient" in text or "funds" in text:
+            return InsufficientBalance
+        if "no number" in text or "no free number" in text or "out of stock" in text:
+            return NoNumbersAvailable
+        return None
+
+    def _check_payload(self, payload: Any) -> None:
+        """Raise for a 2xx body that still reports an error (some providers do)."""
+
+
+def parse_each(parser: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+    """Parse every item of a list answer, skipping (and logging) the ones that cannot be read."""
+    parsed: list[T] = []
+    for item in items:
+        try:
+            parsed.append(parser(item))
+        except ValueError as err:
+            log.warning("skipped an unreadable list item: %s", err)
+    return parsed
+
+
+def _flatten(value: Any) -> str | None:
+    """Error text from a string, a list, or a Laravel-style `{field: [messages]}` mapping; `"null"` is no text."""
+    if isinstance(value, str):
+        return None if value.strip().lower() in ("", "null", "none") else value
+    if isinstance(value, list):
+        return "; ".join(filter(None, (_flatten(item) for item in value))) or None
+    if isinstance(value, dict):
+        return "; ".join(filter(None, (_flatten(item) for item in value.values()))) or None
+    return None
+
+
+def fingerprint(*parts: object) -> str:
+    """A stable short id for an object the provider gave no id (same parts, same id)."""
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
+
+
+class Provider(Protocol):
+    """What the service layer needs from every provider, in domain terms (ids are parsed `Ref`s)."""
+
+    name: ProviderName
+    display_name: str
+    sandbox: bool
+
+    async def get_balance(self) -> Balance: ...
+
+    async def list_plans(self) -> list[Plan]: ...
+
+    async def rent(self, plan: Ref) -> Receipt:
+        """Buy the plan. Spends money: never retried once the request may have reached the provider."""
+        ...
+
+    async def get_rental(self, rental: Ref) -> Receipt:
+        """The rental as the provider knows it now, with any messages that answer carried."""
+        ...
+
+    async def get_messages(self, rental: Ref) -> list[Message]: ...
+
+    async def refund(self, rental: Ref) -> Receipt: ...
+
+    async def aclose(self) -> None: ...

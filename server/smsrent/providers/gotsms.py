@@ -1,0 +1,343 @@
+"""GotSMS adapter: every endpoint of the GotSMS REST API (`Authorization: Bearer`), and its pure parsers.
+
+Paths are appended to `GOTSMS_BASE_URL` (default `https://app.gotsms.org/api`). Lists paginated with
+`meta.current_page/last_page` are followed to the last page; a number's messages follow `before_id`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from pydantic import SecretStr
+
+from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderNotFound
+from smsrent.domain.ids import Ref
+from smsrent.domain.models import (
+    Balance,
+    Message,
+    NumberStatus,
+    Plan,
+    PublicPrice,
+    Receipt,
+    Rental,
+    RentalStatus,
+    ServiceInfo,
+)
+from smsrent.domain.values import to_bool, to_datetime, to_decimal, to_e164, to_int, to_text
+from smsrent.providers.base import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpProvider, RetryPolicy, fingerprint, parse_each
+
+DEFAULT_BASE_URL = "https://app.gotsms.org/api"
+MAX_PAGES = 200
+
+STATUS_MAP = {
+    "active": RentalStatus.ACTIVE,
+    "finished": RentalStatus.COMPLETED,
+    "completed": RentalStatus.COMPLETED,
+    "expired": RentalStatus.EXPIRED,
+    "refunded": RentalStatus.REFUNDED,
+    "cancelled": RentalStatus.CANCELLED,
+    "canceled": RentalStatus.CANCELLED,
+}
+
+
+class GotSmsProvider(HttpProvider):
+    """One GotSMS account."""
+
+    name = "gotsms"
+    display_name = "GotSMS"
+    credential_env = "GOTSMS_API_TOKEN"
+
+    def __init__(
+        self,
+        token: SecretStr,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        sandbox: bool = False,
+    ) -> None:
+        secret = token.get_secret_value()
+        super().__init__(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+            secrets=(secret,),
+            transport=transport,
+            timeout=timeout,
+            retry=retry,
+            sandbox=sandbox,
+        )
+
+    # -- Pricelist, account, services -------------------------------------------------------------
+
+    async def pricelist(self) -> list[PublicPrice]:
+        """GET /pricelist: the public price list, grouped by service."""
+        groups = _data(await self._call("GET", "/pricelist", safe=True))
+        return parse_each(_to_public_price, (plan for group in _items(groups) for plan in _items(group.get("plans"))))
+
+    async def account(self) -> Balance:
+        """GET /account: the account balance."""
+        data = _data(await self._call("GET", "/account", safe=True))
+        amount = to_decimal(data.get("balance")) if isinstance(data, dict) else None
+        if amount is None:
+            raise self._unavailable(200, "sent an account answer without a balance")
+        return Balance(provider="gotsms", amount=amount)
+
+    async def services(self) -> list[ServiceInfo]:
+        """GET /services, every page."""
+        return parse_each(_to_service, await self._collect("/services"))
+
+    # -- Rents ------------------------------------------------------------------------------------
+
+    async def rent_plans(self) -> list[Plan]:
+        """GET /rents/plans, every page."""
+        return parse_each(_to_plan, await self._collect("/rents/plans"))
+
+    async def rents(self) -> list[Rental]:
+        """GET /rents, every page: this account's rents."""
+        return parse_each(_to_rental, await self._collect("/rents"))
+
+    async def create_rent(self, plan_uuid: str) -> Receipt:
+        """POST /rents: rent a number on a plan. Spends money; never retried once it may have been sent."""
+        payload = await self._call("POST", "/rents", safe=False, json_body={"plan_id": plan_uuid})
+        return Receipt(rental=self._parse(_to_rental, _data(payload)), note=_message(payload))
+
+    async def transition(self, rent_uuid: str, plan_uuid: str) -> Receipt:
+        """POST /rents/{id}/transition: move a daily rent to a longer plan. Spends money."""
+        payload = await self._call(
+            "POST", f"/rents/{rent_uuid}/transition", safe=False, json_body={"plan_id": plan_uuid}
+        )
+        return Receipt(rental=self._parse(_to_rental, _data(payload)), note=_message(payload))
+
+    async def toggle_renewal(self, rent_uuid: str) -> bool:
+        """POST /rents/{id}/renewal/toggle: flip auto-renewal; returns the new state."""
+        payload = await self._call("POST", f"/rents/{rent_uuid}/renewal/toggle", safe=False)
+        data = _data(payload)
+        state = to_bool(data.get("is_included_for_next_renewal")) if isinstance(data, dict) else None
+        if state is None:
+            raise self._unavailable(200, "did not say whether auto-renewal is now on")
+        return state
+
+    async def refund_rent(self, rent_uuid: str) -> Receipt:
+        """POST /rents/{id}/refund."""
+        payload = await self._call("POST", f"/rents/{rent_uuid}/refund", safe=False)
+        return Receipt(rental=self._parse(_to_rental, _data(payload)), note=_message(payload))
+
+    # -- Messages ---------------------------------------------------------------------------------
+
+    async def messages(self) -> list[Message]:
+        """GET /messages, every page: all SMS across rents, newest first."""
+        return parse_each(_to_message, await self._collect("/messages"))
+
+    async def unread_messages(self) -> list[Message]:
+        """GET /messages/unread, every page. May be the only sighting of a message: store what it returns."""
+        return parse_each(_to_message, await self._collect("/messages/unread"))
+
+    async def message_pages(self) -> AsyncIterator[list[Message]]:
+        """GET /messages one page at a time, newest first, so a poller can stop at a message it already has."""
+        async for page in self._pages("/messages", retry=False):
+            yield parse_each(_to_message, page)
+
+    # -- Numbers ----------------------------------------------------------------------------------
+
+    async def wake_up(self, rent_uuid: str) -> str:
+        """POST /numbers/{id}/wake-up: ask for the number to come online; returns the provider's note."""
+        payload = await self._call("POST", f"/numbers/{rent_uuid}/wake-up", safe=False)
+        return _message(payload) or "Wake up request sent."
+
+    async def number_messages(self, rent_uuid: str) -> list[Message]:
+        """GET /numbers/{id}/messages, following `meta.next_before_id` to the oldest message."""
+        found: list[Message] = []
+        before: str | None = None
+        for _ in range(MAX_PAGES):
+            params = {"before_id": before} if before else None
+            payload = await self._call("GET", f"/numbers/{rent_uuid}/messages", safe=True, params=params)
+            page = _items(_data(payload))
+            found.extend(parse_each(functools.partial(_to_message, rent_uuid=rent_uuid), page))
+            following = to_text(_meta(payload).get("next_before_id"))
+            if not page or following is None or following == before:
+                break
+            before = following
+        return found
+
+    async def number_status(self, rent_uuid: str) -> NumberStatus:
+        """GET /numbers/{id}/status: queue, wake-up and online windows."""
+        data = _data(await self._call("GET", f"/numbers/{rent_uuid}/status", safe=True))
+        return self._parse(functools.partial(_to_number_status, rent_uuid=rent_uuid), data)
+
+    # -- Domain operations (the Provider protocol) ------------------------------------------------
+
+    async def get_balance(self) -> Balance:
+        return await self.account()
+
+    async def list_plans(self) -> list[Plan]:
+        return await self.rent_plans()
+
+    async def rent(self, plan: Ref) -> Receipt:
+        return await self.create_rent(plan.local_id)
+
+    async def get_rental(self, rental: Ref) -> Receipt:
+        """GotSMS has no single-rent endpoint: find it in the rent list."""
+        for found in await self.rents():
+            if found.rental_id == str(rental):
+                return Receipt(rental=found)
+        raise ProviderNotFound(
+            f"GotSMS has no rent {rental} on this account; check the id with list_rentals.",
+            provider=self.name,
+            status_code=404,
+        )
+
+    async def get_messages(self, rental: Ref) -> list[Message]:
+        return await self.number_messages(rental.local_id)
+
+    async def refund(self, rental: Ref) -> Receipt:
+        return await self.refund_rent(rental.local_id)
+
+    # -- Plumbing ---------------------------------------------------------------------------------
+
+    async def _pages(self, path: str, *, retry: bool = True) -> AsyncIterator[list[dict[str, Any]]]:
+        page = 1
+        while page <= MAX_PAGES:
+            payload = await self._call("GET", path, safe=True, params={"page": page}, retry=retry)
+            yield _items(_data(payload))
+            meta = _meta(payload)
+            current, last = to_int(meta.get("current_page")) or page, to_int(meta.get("last_page")) or page
+            if current >= last:
+                return
+            page = current + 1
+
+    async def _collect(self, path: str) -> list[dict[str, Any]]:
+        return [item async for page in self._pages(path) for item in page]
+
+    def _check_payload(self, payload: Any) -> None:
+        if isinstance(payload, dict) and to_bool(payload.get("success")) is False:
+            raise self._error_for(200, self._error_text(payload) or "request failed")
+
+    def _classify(self, detail: str) -> type[ProviderError] | None:
+        if "refund not available" in detail.lower():
+            return CancelNotAllowed
+        return super()._classify(detail)
+
+
+# -- Pure parsers -------------------------------------------------------------------------------------
+
+
+def _data(payload: Any) -> Any:
+    return payload.get("data") if isinstance(payload, dict) and "data" in payload else payload
+
+
+def _meta(payload: Any) -> dict[str, Any]:
+    meta = payload.get("meta") if isinstance(payload, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
+def _items(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _message(payload: Any) -> str | None:
+    return to_text(payload.get("message")) if isinstance(payload, dict) else None
+
+
+def _name(value: Any) -> str | None:
+    return to_text(value.get("name")) if isinstance(value, dict) else to_text(value)
+
+
+def _status(raw: Any) -> RentalStatus:
+    text = to_text(raw)
+    return STATUS_MAP.get(text.lower(), RentalStatus.UNKNOWN) if text else RentalStatus.UNKNOWN
+
+
+def _to_public_price(item: dict[str, Any]) -> PublicPrice:
+    return PublicPrice(
+        service=to_text(item.get("service_name")) or "unknown",
+        country=to_text(item.get("country")),
+        duration=to_text(item.get("duration_translation")),
+        price=to_decimal(item.get("price")),
+        renew_price=to_decimal(item.get("renew_price")),
+        billing_type=to_text(item.get("billing_type")),
+    )
+
+
+def _to_service(item: dict[str, Any]) -> ServiceInfo:
+    return ServiceInfo(service_id=to_text(item.get("id")) or "", name=to_text(item.get("name")) or "unknown")
+
+
+def _to_plan(item: dict[str, Any]) -> Plan:
+    service = item.get("service")
+    return Plan(
+        plan_id=f"gotsms:{to_text(item.get('id'))}",
+        provider="gotsms",
+        service=_name(service) or "unknown",
+        service_code=to_text(service.get("id")) if isinstance(service, dict) else None,
+        country=_name(item.get("country")),
+        price=to_decimal(item.get("price")),
+        renew_price=to_decimal(item.get("renew_price")),
+        duration=to_text(item.get("duration_translation")),
+        duration_minutes=to_int(item.get("duration_in_minutes")),
+        billing_type=to_text(item.get("billing_type")),
+        auto_renew_supported=to_text(item.get("duration_type")) == "month",
+    )
+
+
+def _to_rental(item: Any) -> Rental:
+    if not isinstance(item, dict) or to_text(item.get("id")) is None:
+        raise ValueError("a rent without an id")
+    plan = item.get("plan")
+    plan = plan if isinstance(plan, dict) else {}
+    plan_id = to_text(plan.get("id"))
+    return Rental(
+        rental_id=f"gotsms:{to_text(item.get('id'))}",
+        provider="gotsms",
+        phone=to_e164(item.get("phone")),
+        phone_display=to_text(item.get("phone")),
+        service=_name(item.get("service")),
+        plan_id=f"gotsms:{plan_id}" if plan_id else None,
+        price=to_decimal(item.get("price")),
+        status=_status(item.get("status")),
+        provider_status=to_text(item.get("status")),
+        started_at=to_datetime(item.get("active_from")),
+        ends_at=to_datetime(item.get("active_till")),
+        wake_from=to_datetime(item.get("wake_from")),
+        wake_till=to_datetime(item.get("wake_till")),
+        can_wake_up=to_bool(item.get("can_wake_up")),
+        auto_renew=to_bool(item.get("is_included_for_next_renewal")),
+        period=to_text(plan.get("duration_translation")),
+    )
+
+
+def _to_message(item: dict[str, Any], rent_uuid: str | None = None) -> Message:
+    rent = to_text(item.get("rent_id")) or rent_uuid
+    if rent is None:
+        raise ValueError("a message without a rent id")
+    message_id = to_text(item.get("id")) or fingerprint(rent, item.get("received_at"), item.get("body"))
+    return Message(
+        message_id=f"gotsms:{message_id}",
+        rental_id=f"gotsms:{rent}",
+        sender=to_text(item.get("from")),
+        text=to_text(item.get("body")),
+        code=to_text(item.get("code")),
+        received_at=to_datetime(item.get("received_at")),
+    )
+
+
+def _to_number_status(item: Any, rent_uuid: str) -> NumberStatus:
+    if not isinstance(item, dict):
+        raise ValueError("a number status that is not an object")
+    data: dict[str, Any] = item
+    return NumberStatus(
+        rental_id=f"gotsms:{to_text(data.get('rent_id')) or rent_uuid}",
+        status=_status(data.get("status")),
+        provider_status=to_text(data.get("status")),
+        active_from=to_datetime(data.get("active_from")),
+        active_till=to_datetime(data.get("active_till")),
+        wake_from=to_datetime(data.get("wake_from")),
+        wake_till=to_datetime(data.get("wake_till")),
+        online_till=to_datetime(data.get("online_till")),
+        wake_seconds_left=to_int(data.get("wakeup_time_left_seconds")),
+        online_seconds_left=to_int(data.get("online_time_left_seconds")),
+        can_wake_up=to_bool(data.get("can_wake_up")),
+    )
