@@ -1,0 +1,174 @@
+"""What both simulated providers share: scaled timings, request counting, fault injection, the event loop.
+
+A sandbox is an ASGI app (`.app`) that the real adapters reach through `httpx.ASGITransport`
+in-process, or over loopback when served by uvicorn. Its state is a function of time: every
+request first applies the events that are due, and `run()` applies them on time in the
+background (needed for pushes such as Getatext's webhook).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+Fault = Literal["500", "html", "truncated", "429", "commit_then_500", "commit_then_hang"]
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class SandboxTiming:
+    """Provider timings in seconds, scaled down from the documents' for demos (doc values in comments)."""
+
+    wake_queue: float = 4.0  # GotSMS wake-up queue (doc example: 120 s)
+    online_window: float = 120.0  # GotSMS online window after waking (doc example: 1800 s)
+    code_delay: float = 2.0  # from online (GotSMS) or rented (Getatext) to the SMS with a code
+    cancel_after: float = 3.0  # Getatext: no cancellation before this (doc: 1 minute)
+    refund_window: float = 900.0  # GotSMS: a rent without messages is refundable this long
+    rental_lifetime: float = 900.0  # Getatext one-time rental lifetime
+    auto_code: bool = True  # send one SMS with a code by itself after `code_delay`
+
+    @classmethod
+    def instant(cls) -> SandboxTiming:
+        """Timings for tests: everything happens almost at once, and codes only when a test sends them."""
+        return cls(wake_queue=0.05, online_window=30.0, code_delay=0.05, cancel_after=0.0, auto_code=False)
+
+
+@dataclass
+class _FaultRule:
+    method: str
+    path: str
+    fault: Fault
+    times: int
+
+
+@dataclass
+class SandboxServer:
+    """Base of the simulated providers."""
+
+    timing: SandboxTiming = field(default_factory=SandboxTiming)
+    seed: int | None = None
+    requests: list[tuple[float, str, str]] = field(default_factory=list, init=False)
+    _faults: list[_FaultRule] = field(default_factory=list, init=False)
+    _wakeup: anyio.Event = field(default_factory=anyio.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+        self.app = Starlette(routes=self.routes(), lifespan=self._lifespan)
+        self.commits = 0  # requests that changed state before a `commit_then_*` fault failed their answer
+
+    # -- Subclass hooks -----------------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        raise NotImplementedError
+
+    def advance(self) -> None:
+        """Apply every event that is due now."""
+
+    def next_due(self) -> float | None:
+        """Time (`time.time()`) of the next scheduled event, if any."""
+        return None
+
+    async def flush(self) -> None:
+        """Send what `advance()` queued for pushing (webhooks)."""
+
+    # -- Test and demo controls ---------------------------------------------------------------------
+
+    def inject(self, method: str, path: str, fault: Fault, times: int = 1) -> None:
+        """Make the next `times` requests to `method path` (a path prefix) fail with `fault`."""
+        self._faults.append(_FaultRule(method.upper(), path, fault, times))
+
+    def request_count(self, since: float = 0.0) -> int:
+        """Requests served since `since` (`time.time()`)."""
+        return sum(1 for at, _, _ in self.requests if at >= since)
+
+    def poke(self) -> None:
+        """Wake the background loop after a change that schedules an event."""
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Apply timed events on time and send pushes, until cancelled."""
+        while True:
+            self.advance()
+            await self.flush()
+            due = self.next_due()
+            delay = 1.0 if due is None else max(0.0, min(1.0, due - time.time()))
+            with anyio.move_on_after(delay):
+                await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.run)
+            yield
+            tg.cancel_scope.cancel()
+
+    # -- Plumbing for subclasses --------------------------------------------------------------------
+
+    def endpoint(self, handler: Handler, *, auth: Callable[[Request], bool] | None) -> Handler:
+        """Wrap a handler with request counting, due events, authentication and injected faults."""
+
+        async def wrapped(request: Request) -> Response:
+            self.requests.append((time.time(), request.method, request.url.path))
+            self.advance()
+            rule = self._take_fault(request)
+            if rule is not None and not rule.startswith("commit_then"):
+                return _fault_response(rule)
+            if auth is not None and not auth(request):
+                return self.unauthorized()
+            response = await handler(request)
+            self.poke()
+            if rule is not None:
+                self.commits += 1
+                if rule == "commit_then_hang":
+                    await anyio.sleep_forever()
+                return _fault_response("500")
+            return response
+
+        return wrapped
+
+    def unauthorized(self) -> Response:
+        return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+
+    def _take_fault(self, request: Request) -> Fault | None:
+        for rule in self._faults:
+            if rule.method == request.method and request.url.path.startswith(rule.path):
+                rule.times -= 1
+                if rule.times <= 0:
+                    self._faults.remove(rule)
+                return rule.fault
+        return None
+
+
+def _fault_response(fault: Fault) -> Response:
+    if fault == "html":
+        return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html")
+    if fault == "truncated":
+        return Response('{"success": true, "data": {"id": "', 200, media_type="application/json")
+    if fault == "429":
+        return JSONResponse({"message": "Too Many Attempts."}, status_code=429, headers={"Retry-After": "1"})
+    return JSONResponse({"message": "Server Error"}, status_code=500)
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or an empty one when absent or unreadable."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
