@@ -312,9 +312,14 @@ def fingerprint(*parts: object) -> str:
 class Provider(Protocol):
     """What the service layer needs from every provider, in domain terms (ids are parsed `Ref`s)."""
 
-    name: ProviderName
-    display_name: str
-    sandbox: bool
+    @property
+    def name(self) -> ProviderName: ...
+
+    @property
+    def display_name(self) -> str: ...
+
+    @property
+    def sandbox(self) -> bool: ...
 
     async def get_balance(self) -> Balance: ...
 

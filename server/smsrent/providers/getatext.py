@@ -12,7 +12,7 @@ import functools
 import logging
 import re
 from collections.abc import Mapping
-from datetime import UTC, timedelta, timezone, tzinfo
+from datetime import timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -204,7 +204,7 @@ class GetatextProvider(HttpProvider):
         """GET /api/v1/long-rentals/{id}/messages."""
         payload = await self._call("GET", f"/api/v1/long-rentals/{rental_id}/messages", safe=True)
         items = payload.get("messages") if isinstance(payload, dict) else payload
-        parser = functools.partial(_to_long_message, rental_id=rental_id)
+        parser = functools.partial(_to_long_message, rental_id=rental_id, tz=self.tz)
         return parse_each(parser, items if isinstance(items, list) else [])
 
     # -- Domain operations (the Provider protocol) ------------------------------------------------
@@ -429,7 +429,7 @@ def _to_long_receipt(payload: Any, *, tz: tzinfo, fallback_id: str | None = None
     return Receipt(rental=_to_long_rental(payload, tz=tz, fallback_id=fallback_id))
 
 
-def _to_long_message(item: Any, *, rental_id: str) -> Message:
+def _to_long_message(item: Any, *, rental_id: str, tz: tzinfo) -> Message:
     if not isinstance(item, dict):
         raise ValueError("a message that is not an object")
     text = to_text(item.get("message"))
@@ -439,7 +439,7 @@ def _to_long_message(item: Any, *, rental_id: str) -> Message:
         rental_id=f"getatext:long:{rental_id}",
         sender=to_text(item.get("sender")),
         text=text,
-        received_at=to_datetime(at, UTC),
+        received_at=to_datetime(at, tz),
     )
 
 

@@ -7,7 +7,6 @@ Paths are appended to `GOTSMS_BASE_URL` (default `https://app.gotsms.org/api`). 
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -136,10 +135,11 @@ class GotSmsProvider(HttpProvider):
         """GET /messages/unread, every page. May be the only sighting of a message: store what it returns."""
         return parse_each(_to_message, await self._collect("/messages/unread"))
 
-    async def message_pages(self) -> AsyncIterator[list[Message]]:
-        """GET /messages one page at a time, newest first, so a poller can stop at a message it already has."""
-        async for page in self._pages("/messages", retry=False):
-            yield parse_each(_to_message, page)
+    async def message_page(self, page: int) -> tuple[list[Message], bool]:
+        """GET /messages?page=N, newest first, and whether older pages follow: a poller stops at a known message.
+        Not retried: a poller has its own schedule and must feel a 429 at once."""
+        items, more = await self._page("/messages", page, retry=False)
+        return parse_each(_to_message, items), more
 
     # -- Numbers ----------------------------------------------------------------------------------
 
@@ -152,14 +152,16 @@ class GotSmsProvider(HttpProvider):
         """GET /numbers/{id}/messages, following `meta.next_before_id` to the oldest message."""
         found: list[Message] = []
         before: str | None = None
+        seen: set[str] = set()
         for _ in range(MAX_PAGES):
             params = {"before_id": before} if before else None
             payload = await self._call("GET", f"/numbers/{rent_uuid}/messages", safe=True, params=params)
             page = _items(_data(payload))
             found.extend(parse_each(functools.partial(_to_message, rent_uuid=rent_uuid), page))
             following = to_text(_meta(payload).get("next_before_id"))
-            if not page or following is None or following == before:
-                break
+            if not page or following is None or following in seen:
+                break  # the end, or a cursor already followed (a repeat or a cycle)
+            seen.add(following)
             before = following
         return found
 
@@ -198,19 +200,23 @@ class GotSmsProvider(HttpProvider):
 
     # -- Plumbing ---------------------------------------------------------------------------------
 
-    async def _pages(self, path: str, *, retry: bool = True) -> AsyncIterator[list[dict[str, Any]]]:
-        page = 1
-        while page <= MAX_PAGES:
-            payload = await self._call("GET", path, safe=True, params={"page": page}, retry=retry)
-            yield _items(_data(payload))
-            meta = _meta(payload)
-            current, last = to_int(meta.get("current_page")) or page, to_int(meta.get("last_page")) or page
-            if current >= last:
-                return
-            page = current + 1
+    async def _page(self, path: str, page: int, *, retry: bool = True) -> tuple[list[dict[str, Any]], bool]:
+        """One page of a `meta.current_page/last_page` list, and whether a later page exists."""
+        payload = await self._call("GET", path, safe=True, params={"page": page}, retry=retry)
+        meta = _meta(payload)
+        current, last = to_int(meta.get("current_page")) or page, to_int(meta.get("last_page")) or page
+        # The page asked for counts too: a server that keeps saying "page 1 of 3" must not be read 200 times.
+        return _items(_data(payload)), max(current, page) < last
 
     async def _collect(self, path: str) -> list[dict[str, Any]]:
-        return [item async for page in self._pages(path) for item in page]
+        """Every item of a paginated list, following pages to the last one."""
+        items: list[dict[str, Any]] = []
+        for page in range(1, MAX_PAGES + 1):
+            found, more = await self._page(path, page)
+            items.extend(found)
+            if not more:
+                break
+        return items
 
     def _check_payload(self, payload: Any) -> None:
         if isinstance(payload, dict) and to_bool(payload.get("success")) is False:

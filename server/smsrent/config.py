@@ -1,0 +1,98 @@
+"""Settings from the environment (names as in PRODUCT.md); CLI flags override some of them.
+
+Empty values count as unset, because MCP Bundle hosts pass `""` for options the user left blank.
+"""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from smsrent.domain.ids import LONG_PERIODS
+from smsrent.domain.values import parse_timezone
+from smsrent.providers.getatext import DEFAULT_BASE_URL as GETATEXT_DEFAULT_URL
+from smsrent.providers.gotsms import DEFAULT_BASE_URL as GOTSMS_DEFAULT_URL
+
+PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Everything the server can be configured with. Field docs are the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_ignore_empty=True, populate_by_name=True, extra="ignore", frozen=True)
+
+    gotsms_api_token: SecretStr | None = Field(None, validation_alias=_env("GOTSMS_API_TOKEN"))
+    gotsms_base_url: str = Field(GOTSMS_DEFAULT_URL, validation_alias=_env("GOTSMS_BASE_URL"))
+    getatext_api_key: SecretStr | None = Field(None, validation_alias=_env("GETATEXT_API_KEY"))
+    getatext_base_url: str = Field(GETATEXT_DEFAULT_URL, validation_alias=_env("GETATEXT_BASE_URL"))
+    getatext_timezone: str = Field("-04:00", validation_alias=_env("GETATEXT_TIMEZONE"))
+    getatext_use_handler_api: bool = Field(False, validation_alias=_env("GETATEXT_USE_HANDLER_API"))
+    getatext_long_rental_prices: Annotated[dict[str, Decimal], NoDecode] = Field(
+        default_factory=dict, validation_alias=_env("GETATEXT_LONG_RENTAL_PRICES")
+    )
+
+    data_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("smsrent", appauthor=False)),
+        validation_alias=_env("SMSRENT_DATA_DIR"),
+    )
+    max_price: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_MAX_PRICE"))
+    daily_budget: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_DAILY_BUDGET"))
+    confirm_above: Annotated[Decimal, Field(ge=0)] | None = Field(None, validation_alias=_env("SMSRENT_CONFIRM_ABOVE"))
+    allow_auto_renew: bool = Field(False, validation_alias=_env("SMSRENT_ALLOW_AUTO_RENEW"))
+    read_only: bool = Field(False, validation_alias=_env("SMSRENT_READ_ONLY"))
+    sandbox: bool = Field(False, validation_alias=_env("SMSRENT_SANDBOX"))
+
+    http_token: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_HTTP_TOKEN"))
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_WEBHOOK_SECRET"))
+    webhook_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("SMSRENT_WEBHOOK_IPS"))
+    webhook_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("SMSRENT_WEBHOOK_PORT"))
+    log_level: str = Field("INFO", validation_alias=_env("SMSRENT_LOG_LEVEL"))
+
+    @field_validator("getatext_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @field_validator("getatext_long_rental_prices", mode="before")
+    @classmethod
+    def _long_prices(cls, value: object) -> object:
+        """`1w=10.55,1m=30` into `{"1w": "10.55", "1m": "30"}`."""
+        if not isinstance(value, str):
+            return value
+        prices: dict[str, str] = {}
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            period, _, price = part.partition("=")
+            if period.strip() not in LONG_PERIODS or not price.strip():
+                raise ValueError(f"expected entries like 1w=10.55 with periods {', '.join(LONG_PERIODS)}, got {part!r}")
+            prices[period.strip()] = price.strip()
+        return prices
+
+    @field_validator("webhook_allowed_ips", mode="before")
+    @classmethod
+    def _split_ips(cls, value: object) -> object:
+        return tuple(filter(None, (v.strip() for v in value.split(",")))) if isinstance(value, str) else value
+
+    @property
+    def provider_tz(self) -> tzinfo:
+        return parse_timezone(self.getatext_timezone)
+
+    @property
+    def use_sandbox(self) -> bool:
+        """The sandbox serves when forced, or when no provider credentials are configured."""
+        return self.sandbox or (self.gotsms_api_token is None and self.getatext_api_key is None)
+
+    @property
+    def ledger_path(self) -> Path:
+        """The ledger of the real providers (the in-process sandbox keeps a temporary one, like its own state)."""
+        return self.data_dir / "ledger.sqlite3"

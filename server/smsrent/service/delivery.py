@@ -1,0 +1,250 @@
+"""Code delivery: `wait_for_code`, the shared pollers, webhook pushes and GotSMS wake-ups.
+
+Every message goes to the ledger first, then wakes the waiters of its rental, then the listeners
+(resource subscribers). A wait claims messages through the rental's stored cursor, so it never
+misses a code that came before it started and never returns one twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import anyio
+
+from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderRejected
+from smsrent.domain.ids import parse_rental_id
+from smsrent.domain.models import Message, Receipt, Rental
+from smsrent.providers.getatext import GetatextProvider, WebhookCode
+from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.service.pollers import GetatextPoller, GotSmsPoller, Poller, Schedule
+from smsrent.service.rentals import Rentals
+
+log = logging.getLogger("smsrent.delivery")
+
+WaitOutcome = Literal["code_received", "still_waiting", "rental_ended"]
+Progress = Callable[[float, str], Awaitable[None]]
+Listener = Callable[[Sequence[Message]], Awaitable[None]]
+PROGRESS_EVERY = 5.0
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    outcome: WaitOutcome
+    rental: Rental
+    waited: float
+    message: Message | None = None
+    number_state: str | None = None
+
+
+@dataclass
+class _Awake:
+    """What GotSMS last said about a number's windows, in local wall-clock seconds."""
+
+    online_at: float
+    online_till: float
+
+
+class Delivery:
+    """Owns the pollers (run them with `run()`) and serves waits and pushes."""
+
+    def __init__(self, rentals: Rentals, *, schedule: Schedule | None = None, webhook_enabled: bool = False) -> None:
+        self.rentals = rentals
+        self.ledger = rentals.ledger
+        self.webhook_enabled = webhook_enabled
+        self.listeners: list[Listener] = []
+        self._waiters: dict[str, int] = defaultdict(int)
+        self._expected: dict[str, float] = {}
+        self._signals: dict[str, anyio.Event] = {}
+        self._awake: dict[str, _Awake] = {}
+        self._wake_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        self.pollers: dict[str, Poller] = {}
+        schedule = schedule or Schedule()
+        for provider in rentals.providers.values():
+            if isinstance(provider, GotSmsProvider):
+                self.pollers[provider.name] = GotSmsPoller(
+                    provider,
+                    self._waiting_for("gotsms"),
+                    schedule,
+                    known=self.ledger.known_messages,
+                    store=self.deliver,
+                    since=self._oldest_start,
+                )
+            elif isinstance(provider, GetatextProvider):
+                self.pollers[provider.name] = GetatextPoller(
+                    provider,
+                    self._waiting_for("getatext"),
+                    schedule,
+                    store=self._deliver_receipt,
+                    store_messages=self.deliver,
+                    pushed=lambda: self.webhook_enabled,
+                )
+
+    async def run(self) -> None:
+        """Run every provider's poller until cancelled."""
+        async with anyio.create_task_group() as tg:
+            for poller in self.pollers.values():
+                tg.start_soon(poller.run)
+
+    # -- Storing and fanning out ----------------------------------------------------------------------
+
+    async def deliver(self, messages: Sequence[Message]) -> None:
+        """Ledger first, then the waiters of each rental, then the listeners."""
+        new = await self.ledger.add_messages(messages)
+        for rental_id in {m.rental_id for m in new}:
+            signal = self._signals.pop(rental_id, None)
+            if signal is not None:
+                signal.set()
+        if new:
+            for listener in self.listeners:
+                await listener(new)
+
+    async def _deliver_receipt(self, receipt: Receipt) -> None:
+        await self.deliver(receipt.messages)
+        await self.ledger.save_rental(receipt.rental)
+
+    def expect(self, rental_id: str, at: float | None = None) -> None:
+        """A code may come soon for this rental (just rented, woken, or online): poll fast for a while."""
+        self._expected[rental_id] = max(self._expected.get(rental_id, 0.0), at or time.time())
+        poller = self.pollers.get(rental_id.partition(":")[0])
+        if poller is not None:
+            poller.kick()
+
+    def _waiting_for(self, provider: str) -> Callable[[], dict[str, float]]:
+        prefix = provider + ":"
+
+        def waiting() -> dict[str, float]:
+            return {r: self._expected.get(r, 0.0) for r, n in self._waiters.items() if n and r.startswith(prefix)}
+
+        return waiting
+
+    async def _oldest_start(self, rental_ids: Collection[str]) -> float:
+        """How far back a message page must be read: the earliest start among the waited rentals."""
+        starts = []
+        for rental_id in rental_ids:
+            rental = await self.ledger.rental(rental_id)
+            starts.append(rental.started_at.timestamp() if rental and rental.started_at else 0.0)
+        return min(starts, default=0.0) - 60.0
+
+    # -- Waiting ------------------------------------------------------------------------------------
+
+    async def wait(self, rental_id: str, seconds: float, progress: Progress | None = None) -> WaitResult:
+        """The next message of this rental not returned before, waiting at most `seconds`."""
+        ref = parse_rental_id(rental_id)
+        key = str(ref)
+        rental = await self.rentals.rental(ref)
+        started = time.monotonic()
+        self._waiters[key] += 1
+        if key not in self._expected:
+            self.expect(key, rental.started_at.timestamp() if rental.started_at else None)
+        try:
+            number_state: str | None = None
+            last_report = -PROGRESS_EVERY
+            while True:
+                signal = self._signals.setdefault(key, anyio.Event())
+                waited = time.monotonic() - started
+                message = await self.ledger.claim_next(key)
+                rental = await self.ledger.rental(key) or rental
+                if message is not None:
+                    return WaitResult("code_received", rental, waited, message, number_state)
+                if _ended(rental):
+                    return WaitResult("rental_ended", rental, waited, None, number_state)
+                if waited >= seconds:
+                    return WaitResult("still_waiting", rental, waited, None, number_state)
+                if ref.provider == "gotsms":
+                    number_state = await self._keep_awake(key)
+                if progress is not None and waited - last_report >= PROGRESS_EVERY:
+                    last_report = waited
+                    await progress(waited, _progress_text(waited, number_state))
+                with anyio.move_on_after(min(seconds - waited, PROGRESS_EVERY, self._next_wake_check(key))):
+                    await signal.wait()
+        finally:
+            self._waiters[key] -= 1
+            if not self._waiters[key]:
+                del self._waiters[key]
+
+    def _next_wake_check(self, rental_id: str) -> float:
+        awake = self._awake.get(rental_id)
+        if awake is None:
+            return PROGRESS_EVERY
+        now = time.time()
+        upcoming = [t - now for t in (awake.online_at, awake.online_till) if t > now]
+        return max(0.05, min(upcoming, default=PROGRESS_EVERY))
+
+    async def _keep_awake(self, rental_id: str) -> str:
+        """Wake a sleeping GotSMS number, follow its queue, and wake it again when its online window ends."""
+        provider = self.rentals.provider("gotsms")
+        assert isinstance(provider, GotSmsProvider)
+        local = parse_rental_id(rental_id).local_id
+        async with self._wake_locks[rental_id]:
+            known, now = self._awake.get(rental_id), time.time()
+            if known is None or now >= known.online_till:
+                try:
+                    status = await provider.number_status(local)
+                    if status.can_wake_up:
+                        try:
+                            await provider.wake_up(local)
+                        except (ProviderRejected, CancelNotAllowed) as err:
+                            log.info("wake-up of %s refused: %s", rental_id, err.message)
+                        status = await provider.number_status(local)
+                except ProviderError as err:
+                    log.warning("could not check or wake %s: %s", rental_id, err.message)
+                    self._awake[rental_id] = _Awake(now, now + 10.0)  # try again in a moment
+                    return "number state unknown (provider error); still polling"
+                online_at = now + (status.wake_seconds_left or 0)
+                online_till = online_at + (status.online_seconds_left or 0)
+                if online_till <= now:
+                    online_till = now + 30.0  # not online and not wakeable now: look again later
+                self._awake[rental_id] = known = _Awake(online_at, online_till)
+                self.expect(rental_id, online_at)
+            if now < known.online_at:
+                return f"number queued, online in about {known.online_at - now:.0f} s"
+            return f"number online until {_clock(known.online_till)}"
+
+    # -- Pushes -----------------------------------------------------------------------------------
+
+    async def push(self, pushed: WebhookCode) -> bool:
+        """A Getatext webhook code: cross-check it with `rental-status` (which keeps leading zeros), store it,
+        and wake the waiter at once. Returns False for a rental this server does not know."""
+        rental = await self.ledger.rental(pushed.rental_id)
+        provider = self.rentals.providers.get("getatext")
+        if rental is None or not isinstance(provider, GetatextProvider):
+            return False
+        ref = parse_rental_id(pushed.rental_id)
+        messages: tuple[Message, ...] = ()
+        try:
+            receipt = await provider.rental_status(ref.local_id, retry=False)
+            await self.ledger.save_rental(receipt.rental)
+            messages = receipt.messages
+        except ProviderError as err:
+            log.warning("could not cross-check the pushed code of %s: %s", pushed.rental_id, err.message)
+        if not messages:
+            log.info("rental-status of %s shows no code yet; storing the pushed one", pushed.rental_id)
+            messages = (
+                Message(
+                    message_id=f"{pushed.rental_id}:{pushed.code}",
+                    rental_id=pushed.rental_id,
+                    code=pushed.code,
+                    received_at=pushed.received_at,
+                ),
+            )
+        await self.deliver(messages)
+        return True
+
+
+def _ended(rental: Rental) -> bool:
+    return rental.status.ended or (rental.ends_at is not None and rental.ends_at <= datetime.now(UTC))
+
+
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S UTC")
+
+
+def _progress_text(waited: float, number_state: str | None) -> str:
+    text = f"waiting for the SMS, {waited:.0f} s so far"
+    return f"{text}; {number_state}" if number_state else text

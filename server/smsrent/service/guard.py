@@ -1,0 +1,68 @@
+"""The money guard: the owner's limits, checked in the server before anything is sent to a provider.
+
+Every refusal names the limit, the amounts, and the variable that changes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from smsrent.domain.errors import BudgetExceeded, PurchaseUnsettled
+from smsrent.domain.models import format_money
+
+
+@dataclass(frozen=True)
+class MoneyGuard:
+    max_price: Decimal | None = None
+    daily_budget: Decimal | None = None
+    confirm_above: Decimal | None = None
+    allow_auto_renew: bool = False
+
+    def check_price(self, price: Decimal, max_price: Decimal, what: str) -> None:
+        """`what` (a plan, an extension) costs `price`: it must fit the caller's `max_price` and the owner's cap."""
+        if self.max_price is not None and max_price > self.max_price:
+            raise BudgetExceeded(
+                f"Refused: max_price {_usd(max_price)} is above the per-rental cap of {_usd(self.max_price)}"
+                " (SMSRENT_MAX_PRICE); nothing was bought. Lower max_price or raise SMSRENT_MAX_PRICE."
+            )
+        if price > max_price:
+            raise BudgetExceeded(
+                f"Refused: {what} costs {_usd(price)}, above max_price {_usd(max_price)}; nothing was bought."
+                " Raise max_price or choose a cheaper plan with list_plans."
+            )
+
+    def daily_check(self, amount: Decimal, provider: str) -> Callable[[Decimal, int], None]:
+        """The check the ledger runs atomically with the reservation: (money committed in 24 h, uncertain purchases)."""
+
+        def check(committed: Decimal, uncertain: int) -> None:
+            if uncertain:
+                raise PurchaseUnsettled(
+                    f"Refused: an earlier purchase on {provider} has an unknown outcome and counts as spent until it"
+                    " is settled; nothing was bought. Call list_rentals to check whether it went through.",
+                    provider=provider,
+                )
+            if self.daily_budget is not None and committed + amount > self.daily_budget:
+                raise BudgetExceeded(
+                    f"Refused: this purchase may cost up to {_usd(amount)}, and {_usd(committed)} of the"
+                    f" {_usd(self.daily_budget)} daily budget (SMSRENT_DAILY_BUDGET, rolling 24 h) is already spent"
+                    " or reserved; nothing was bought. Raise SMSRENT_DAILY_BUDGET or wait for earlier purchases to"
+                    " age out."
+                )
+
+        return check
+
+    def needs_confirmation(self, price: Decimal) -> bool:
+        return self.confirm_above is not None and price > self.confirm_above
+
+    def check_auto_renew(self) -> None:
+        if self.daily_budget is not None and not self.allow_auto_renew:
+            raise BudgetExceeded(
+                "Refused: renewals would be charged by the provider outside the daily budget (SMSRENT_DAILY_BUDGET is"
+                " set); nothing was changed. Set SMSRENT_ALLOW_AUTO_RENEW=1 to allow auto-renew."
+            )
+
+
+def _usd(amount: Decimal) -> str:
+    return f"{format_money(amount)} USD"

@@ -1,0 +1,374 @@
+"""The ledger: one SQLite file (WAL) holding rentals, every received message, each rental's
+`wait_for_code` cursor, and every purchase from intent to outcome, so nothing is lost across restarts.
+
+All access goes through one worker thread at a time (`anyio.to_thread`), so the event loop never
+blocks and in-process calls are serialised; `BEGIN IMMEDIATE` also serialises other processes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+
+from smsrent.domain.models import Message, Rental, RentalStatus
+
+T = TypeVar("T")
+DAY = 86400.0
+
+PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
+PurchaseKind = Literal["rent", "extend", "renew"]
+UNSETTLED: tuple[PurchaseState, ...] = ("reserved", "uncertain")
+
+# Each entry moves the schema one version up; `PRAGMA user_version` records how far a file has come.
+MIGRATIONS = (
+    """
+    CREATE TABLE rentals (
+        rental_id TEXT PRIMARY KEY,
+        provider TEXT NOT NULL,
+        status TEXT NOT NULL,
+        data TEXT NOT NULL,
+        recorded_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT NOT NULL UNIQUE,
+        rental_id TEXT NOT NULL,
+        data TEXT NOT NULL,
+        stored_at REAL NOT NULL,
+        returned_at REAL
+    );
+    CREATE INDEX messages_by_rental ON messages (rental_id, seq);
+    CREATE TABLE purchases (
+        purchase_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        plan_id TEXT,
+        rental_id TEXT,
+        max_price TEXT NOT NULL,
+        price TEXT,
+        refunded TEXT,
+        state TEXT NOT NULL,
+        balance_before TEXT,
+        note TEXT,
+        created_at REAL NOT NULL,
+        settled_at REAL
+    );
+    CREATE INDEX purchases_by_time ON purchases (created_at);
+    """,
+)
+
+
+@dataclass(frozen=True)
+class Purchase:
+    purchase_id: int
+    provider: str
+    kind: PurchaseKind
+    plan_id: str | None
+    rental_id: str | None
+    max_price: Decimal
+    price: Decimal | None
+    state: PurchaseState
+    balance_before: Decimal | None
+    note: str | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    message: Message
+    stored_at: float
+    returned: bool
+
+
+class Ledger:
+    """Async facade over one SQLite connection."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: Path | str) -> Ledger:
+        """Open (creating and migrating as needed) the ledger at `path`; `":memory:"` for a throwaway one."""
+        return cls(await anyio.to_thread.run_sync(_connect, str(path)))
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one immediate transaction (committed, or rolled back if it raises)."""
+
+        def transaction() -> T:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+
+        return await self._run(transaction)
+
+    # -- Rentals ------------------------------------------------------------------------------------
+
+    async def save_rental(self, rental: Rental) -> Rental:
+        """Record what a provider said about a rental, merged over what was known; returns the merged rental."""
+
+        def save(db: sqlite3.Connection) -> Rental:
+            now = time.time()
+            row = db.execute("SELECT data FROM rentals WHERE rental_id = ?", (rental.rental_id,)).fetchone()
+            merged = _merge(Rental.model_validate_json(row[0]), rental) if row else rental
+            db.execute(
+                "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rental_id) DO UPDATE SET"
+                " status = excluded.status, data = excluded.data, updated_at = excluded.updated_at",
+                (merged.rental_id, merged.provider, merged.status, merged.model_dump_json(), now, now),
+            )
+            return merged
+
+        return await self._write(save)
+
+    async def rental(self, rental_id: str) -> Rental | None:
+        def read() -> Rental | None:
+            row = self._db.execute("SELECT data FROM rentals WHERE rental_id = ?", (rental_id,)).fetchone()
+            return Rental.model_validate_json(row[0]) if row else None
+
+        return await self._run(read)
+
+    async def rentals(self, *, active: bool | None = None, provider: str | None = None) -> list[Rental]:
+        """Rentals, newest first; `active=True` only active ones, `False` only ended ones."""
+
+        def read() -> list[Rental]:
+            rows = self._db.execute("SELECT data FROM rentals ORDER BY recorded_at DESC").fetchall()
+            found = [Rental.model_validate_json(r[0]) for r in rows]
+            return [
+                r
+                for r in found
+                if (provider is None or r.provider == provider) and (active is None or active != r.status.ended)
+            ]
+
+        return await self._run(read)
+
+    # -- Messages -----------------------------------------------------------------------------------
+
+    async def add_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """Store messages not seen before, in the order given; returns the new ones."""
+
+        def add(db: sqlite3.Connection) -> list[Message]:
+            now, new = time.time(), []
+            for message in messages:
+                if message.received_at is None:  # the provider gave no time: first seen now
+                    message = message.model_copy(update={"received_at": datetime.fromtimestamp(now, UTC)})
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO messages (message_id, rental_id, data, stored_at) VALUES (?, ?, ?, ?)",
+                    (message.message_id, message.rental_id, message.model_dump_json(), now),
+                )
+                if cursor.rowcount:
+                    new.append(message)
+            return new
+
+        return await self._write(add) if messages else []
+
+    async def known_messages(self, message_ids: Sequence[str]) -> set[str]:
+        def read() -> set[str]:
+            marks = ",".join("?" * len(message_ids))
+            query = f"SELECT message_id FROM messages WHERE message_id IN ({marks})"
+            return {row[0] for row in self._db.execute(query, tuple(message_ids))}
+
+        return await self._run(read) if message_ids else set()
+
+    async def messages(self, rental_id: str) -> list[StoredMessage]:
+        """Every stored message of a rental, oldest first, with whether `wait_for_code` returned it."""
+
+        def read() -> list[StoredMessage]:
+            rows = self._db.execute(
+                "SELECT data, stored_at, returned_at FROM messages WHERE rental_id = ? ORDER BY seq", (rental_id,)
+            ).fetchall()
+            return [StoredMessage(Message.model_validate_json(d), s, r is not None) for d, s, r in rows]
+
+        return await self._run(read)
+
+    async def recent_messages(self, limit: int = 20) -> list[Message]:
+        def read() -> list[Message]:
+            rows = self._db.execute("SELECT data FROM messages ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+            return [Message.model_validate_json(r[0]) for r in rows]
+
+        return await self._run(read)
+
+    async def claim_next(self, rental_id: str) -> Message | None:
+        """Advance the rental's `wait_for_code` cursor: the oldest message not returned before, now returned."""
+
+        def claim(db: sqlite3.Connection) -> Message | None:
+            row = db.execute(
+                "UPDATE messages SET returned_at = ? WHERE seq = (SELECT MIN(seq) FROM messages"
+                " WHERE rental_id = ? AND returned_at IS NULL) RETURNING data",
+                (time.time(), rental_id),
+            ).fetchone()
+            return Message.model_validate_json(row[0]) if row else None
+
+        return await self._write(claim)
+
+    # -- Purchases ----------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        *,
+        provider: str,
+        kind: PurchaseKind,
+        amount: Decimal,
+        plan_id: str | None = None,
+        rental_id: str | None = None,
+        check: Callable[[Decimal, int], None] = lambda _committed, _uncertain: None,
+    ) -> int:
+        """Record a purchase intent reserving `amount`, atomically with `check(committed_24h, uncertain_here)`,
+        which may refuse it (uncertain_here: this provider's purchases whose outcome is unknown)."""
+
+        def insert(db: sqlite3.Connection) -> int:
+            now = time.time()
+            (uncertain,) = db.execute(
+                "SELECT COUNT(*) FROM purchases WHERE provider = ? AND state = 'uncertain'", (provider,)
+            ).fetchone()
+            check(_committed(db, now), uncertain)
+            cursor = db.execute(
+                "INSERT INTO purchases (provider, kind, plan_id, rental_id, max_price, state, created_at)"
+                " VALUES (?, ?, ?, ?, ?, 'reserved', ?)",
+                (provider, kind, plan_id, rental_id, str(amount), now),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return await self._write(insert)
+
+    async def note_balance_before(self, purchase_id: int, balance: Decimal) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE purchases SET balance_before = ? WHERE purchase_id = ?", (str(balance), purchase_id)
+            )
+        )
+
+    async def settle(
+        self,
+        purchase_id: int,
+        state: PurchaseState,
+        *,
+        price: Decimal | None = None,
+        rental_id: str | None = None,
+        note: str | None = None,
+    ) -> None:
+        """Record a purchase's outcome (`uncertain` keeps it counted at its reserved amount until reconciled)."""
+        settled_at = None if state in UNSETTLED else time.time()
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE purchases SET state = ?, price = COALESCE(?, price), rental_id = COALESCE(?, rental_id),"
+                " note = COALESCE(?, note), settled_at = ? WHERE purchase_id = ?",
+                (state, None if price is None else str(price), rental_id, note, settled_at, purchase_id),
+            )
+        )
+
+    async def note_refund(self, rental_id: str, amount: Decimal) -> None:
+        """Credit a refund against the purchase that bought the rental (it no longer counts as spent)."""
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE purchases SET refunded = ? WHERE rental_id = ? AND kind = 'rent' AND state = 'bought'",
+                (str(amount), rental_id),
+            )
+        )
+
+    async def unsettled(self, provider: str | None = None) -> list[Purchase]:
+        """Purchases still reserved or uncertain, oldest first."""
+
+        def read() -> list[Purchase]:
+            rows = self._db.execute(
+                f"SELECT {_PURCHASE_COLUMNS} FROM purchases WHERE state IN ('reserved', 'uncertain')"
+                " AND (? IS NULL OR provider = ?) ORDER BY purchase_id",
+                (provider, provider),
+            ).fetchall()
+            return [_purchase(row) for row in rows]
+
+        return await self._run(read)
+
+    async def purchases(self) -> list[Purchase]:
+        def read() -> list[Purchase]:
+            rows = self._db.execute(f"SELECT {_PURCHASE_COLUMNS} FROM purchases ORDER BY purchase_id").fetchall()
+            return [_purchase(row) for row in rows]
+
+        return await self._run(read)
+
+    async def committed(self) -> Decimal:
+        """Money spent or reserved in the last 24 h: bought (less refunds), plus reserved and uncertain at their cap."""
+        return await self._run(lambda: _committed(self._db, time.time()))
+
+
+_PURCHASE_COLUMNS = (
+    "purchase_id, provider, kind, plan_id, rental_id, max_price, price, state, balance_before, note, created_at"
+)
+
+
+def _purchase(row: tuple[object, ...]) -> Purchase:
+    pid, provider, kind, plan_id, rental_id, max_price, price, state, before, note, created = row
+    return Purchase(
+        purchase_id=int(str(pid)),
+        provider=str(provider),
+        kind=cast(PurchaseKind, kind),
+        plan_id=None if plan_id is None else str(plan_id),
+        rental_id=None if rental_id is None else str(rental_id),
+        max_price=Decimal(str(max_price)),
+        price=None if price is None else Decimal(str(price)),
+        state=cast(PurchaseState, state),
+        balance_before=None if before is None else Decimal(str(before)),
+        note=None if note is None else str(note),
+        created_at=float(str(created)),
+    )
+
+
+def _committed(db: sqlite3.Connection, now: float) -> Decimal:
+    rows = db.execute(
+        "SELECT state, max_price, price, refunded FROM purchases WHERE created_at >= ? AND state IN"
+        " ('reserved', 'uncertain', 'bought')",
+        (now - DAY,),
+    ).fetchall()
+    total = Decimal(0)
+    for state, max_price, price, refunded in rows:
+        if state == "bought":
+            total += Decimal(price or max_price) - Decimal(refunded or 0)
+        else:
+            total += Decimal(max_price)
+    return total
+
+
+def _merge(known: Rental, update: Rental) -> Rental:
+    """Fields the new answer carries win, except that an answer without a status keeps the known one,
+    and a refund or cancellation we recorded is not replaced by the provider's generic "finished"."""
+    fields = {name: value for name in Rental.model_fields if (value := getattr(update, name)) is not None}
+    keep_status = (update.status is RentalStatus.UNKNOWN and update.provider_status is None) or (
+        known.status in (RentalStatus.REFUNDED, RentalStatus.CANCELLED) and update.status is RentalStatus.COMPLETED
+    )
+    if keep_status:
+        fields.pop("status")
+    return known.model_copy(update=fields)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = NORMAL")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
+    return db

@@ -1,0 +1,202 @@
+"""Shared pollers, one per provider account, serving every waiting rental at once.
+
+GotSMS lists all of an account's messages newest first, so one request per tick serves every
+waiter; pages are walked only until a message the ledger already has. Getatext has no such list
+for one-time rentals, so its poller asks `rental-status` per waited rental, once per tick however
+many calls wait on it, under an account-wide ceiling. Ticks are adaptive (fast just after a code
+becomes expected, slower as the wait grows, idle with nobody waiting), and a 429 slows the account.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from smsrent.domain.errors import ProviderError, RateLimited
+from smsrent.domain.ids import parse_rental_id
+from smsrent.domain.models import Message, Receipt
+from smsrent.providers.getatext import GetatextProvider
+from smsrent.providers.gotsms import GotSmsProvider
+
+log = logging.getLogger("smsrent.delivery")
+
+Store = Callable[[Sequence[Message]], Awaitable[None]]
+StoreReceipt = Callable[[Receipt], Awaitable[None]]
+KnownIds = Callable[[Sequence[str]], Awaitable[set[str]]]
+MAX_PAGES_PER_TICK = 10
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Seconds between ticks, by how long ago a code became expected (rent, wake-up, number online)."""
+
+    steps: tuple[tuple[float, float], ...] = ((15.0, 0.5), (60.0, 1.0), (180.0, 2.0))
+    idle: float = 4.0
+    per_minute: int = 55  # ceiling for one account, whatever the schedule says
+
+    def interval(self, age: float) -> float:
+        return next((every for until, every in self.steps if age < until), self.idle)
+
+
+class RateWindow:
+    """At most `limit` requests in any rolling `window` seconds."""
+
+    def __init__(self, limit: int, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._sent: deque[float] = deque()
+
+    async def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._sent and now - self._sent[0] >= self.window:
+                self._sent.popleft()
+            if len(self._sent) < self.limit:
+                self._sent.append(now)
+                return
+            await anyio.sleep(self._sent[0] + self.window - now)
+
+
+class Poller:
+    """The loop every provider's poller shares: idle without waiters, tick on schedule or when kicked."""
+
+    def __init__(self, name: str, waiting: Callable[[], dict[str, float]], schedule: Schedule) -> None:
+        self.name = name
+        self.schedule = schedule
+        self.requests = RateWindow(schedule.per_minute)
+        self._waiting = waiting
+        self._kicked = anyio.Event()
+        self._slow_until = 0.0
+
+    def kick(self) -> None:
+        """Tick now (a waiter arrived, a number came online, a webhook came in)."""
+        self._kicked.set()
+
+    async def run(self) -> None:
+        while True:
+            waiting = self._waiting()
+            if not waiting:
+                await self._sleep(math.inf)
+                continue
+            delay = self.delay(waiting)
+            try:
+                await self.tick(waiting)
+            except RateLimited as err:
+                pause = err.retry_after if err.retry_after is not None else 5.0
+                log.warning("%s is rate limiting; polling slower for a while (pause %.0f s)", self.name, pause)
+                self._slow_until = time.monotonic() + 300.0
+                delay = max(delay, pause)
+            except ProviderError as err:
+                log.warning("%s poll failed: %s", self.name, err.message)
+                delay = max(delay, 2.0)
+            await self._sleep(delay)
+
+    def delay(self, waiting: dict[str, float]) -> float:
+        """The next tick's delay: driven by the freshest expectation among the waited rentals."""
+        age = time.time() - max(waiting.values())
+        slow = 2.0 if time.monotonic() < self._slow_until else 1.0
+        return self.schedule.interval(age) * slow
+
+    async def tick(self, waiting: dict[str, float]) -> None:
+        raise NotImplementedError
+
+    async def _sleep(self, delay: float) -> None:
+        with anyio.move_on_after(delay):
+            await self._kicked.wait()
+        self._kicked = anyio.Event()
+
+
+class GotSmsPoller(Poller):
+    """One `GET /messages` per tick for the whole account; older pages only while every message is new."""
+
+    def __init__(
+        self,
+        provider: GotSmsProvider,
+        waiting: Callable[[], dict[str, float]],
+        schedule: Schedule,
+        *,
+        known: KnownIds,
+        store: Store,
+        since: Callable[[Collection[str]], Awaitable[float]],
+    ) -> None:
+        super().__init__(provider.name, waiting, schedule)
+        self.provider = provider
+        self._known, self._store, self._since = known, store, since
+
+    async def tick(self, waiting: dict[str, float]) -> None:
+        oldest = await self._since(waiting.keys())
+        fresh: list[Message] = []
+        for page_number in range(1, MAX_PAGES_PER_TICK + 1):
+            await self.requests.acquire()
+            page, more = await self.provider.message_page(page_number)
+            known = await self._known([m.message_id for m in page])
+            fresh.extend(m for m in page if m.message_id not in known)
+            reached = any(m.received_at is not None and m.received_at.timestamp() < oldest for m in page)
+            if known or reached or not more:
+                break
+        fresh.sort(key=lambda m: m.received_at.timestamp() if m.received_at else 0.0)
+        await self._store(fresh)
+
+
+class GetatextPoller(Poller):
+    """`rental-status` for each waited one-time rental when its own schedule says so, a few at a time."""
+
+    def __init__(
+        self,
+        provider: GetatextProvider,
+        waiting: Callable[[], dict[str, float]],
+        schedule: Schedule,
+        *,
+        store: StoreReceipt,
+        store_messages: Store,
+        pushed: Callable[[], bool],
+        concurrency: int = 4,
+    ) -> None:
+        super().__init__(provider.name, waiting, schedule)
+        self.provider = provider
+        self.requests = RateWindow(5, 1.0)  # the account ceiling: 5 status requests a second
+        self._store, self._store_messages, self._pushed = store, store_messages, pushed
+        self._due: dict[str, float] = {}
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    def poll_now(self, rental_id: str) -> None:
+        self._due[rental_id] = 0.0
+        self.kick()
+
+    def delay(self, waiting: dict[str, float]) -> float:
+        now = time.monotonic()
+        return max(0.0, min(self._due.get(r, 0.0) for r in waiting) - now)
+
+    async def tick(self, waiting: dict[str, float]) -> None:
+        now = time.monotonic()
+        for gone in set(self._due) - set(waiting):
+            del self._due[gone]
+        due = [r for r in waiting if self._due.get(r, 0.0) <= now]
+        for rental_id, expected in waiting.items():
+            if rental_id in due or rental_id not in self._due:
+                # With webhook pushes arriving, polling is only the safety net.
+                factor = (4.0 if self._pushed() else 1.0) * (2.0 if now < self._slow_until else 1.0)
+                self._due[rental_id] = now + self.schedule.interval(time.time() - expected) * factor
+        async with anyio.create_task_group() as tg:
+            for rental_id in due:
+                tg.start_soon(self._poll, rental_id)
+
+    async def _poll(self, rental_id: str) -> None:
+        ref = parse_rental_id(rental_id)
+        async with self._limiter:
+            await self.requests.acquire()
+            try:
+                if ref.long:
+                    await self._store_messages(await self.provider.long_rental_messages(ref.local_id))
+                else:
+                    await self._store(await self.provider.rental_status(ref.local_id, retry=False))
+            except RateLimited as err:
+                self._slow_until = time.monotonic() + 300.0
+                self._due[rental_id] = time.monotonic() + (err.retry_after or 5.0)
+            except ProviderError as err:
+                log.warning("%s poll of %s failed: %s", self.name, rental_id, err.message)

@@ -1,0 +1,574 @@
+"""Rentals: plans across providers, purchases under the money guard, refunds and rental changes.
+
+A purchase is recorded as an intent (reserving its max price) before the request, and as an outcome
+after. A purchase whose outcome is unknown is never retried: it stays counted as spent and blocks
+further purchases on that provider until `reconcile` finds out what happened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Literal
+
+import anyio
+
+from smsrent.domain.errors import (
+    InvalidInput,
+    NotConfigured,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRejected,
+    PurchaseUnsettled,
+    UnknownRental,
+    Unsupported,
+)
+from smsrent.domain.ids import ProviderName, Ref, parse_plan_id, parse_rental_id
+from smsrent.domain.models import Balance, NumberStatus, Plan, Receipt, Rental, RentalStatus
+from smsrent.providers.base import Provider
+from smsrent.providers.getatext import GetatextProvider
+from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.service.guard import MoneyGuard
+from smsrent.service.ledger import DAY, Ledger, Purchase, PurchaseKind, StoredMessage
+
+log = logging.getLogger("smsrent.rentals")
+
+PLAN_CACHE_SECONDS = 30.0
+REFRESH_LIMIT = 25  # one-time Getatext rentals re-checked per list_rentals call
+_COUNTRY_ALIASES = {
+    "us": "usa",
+    "united states": "usa",
+    "united states of america": "usa",
+    "america": "usa",
+    "uk": "united kingdom",
+    "gb": "united kingdom",
+    "great britain": "united kingdom",
+    "de": "germany",
+    "deutschland": "germany",
+}
+RentalFilter = Literal["active", "ended", "all"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an action did to a rental, with a note for the caller when something needs attention."""
+
+    rental: Rental
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundOutcome:
+    rental: Rental
+    refunded: Decimal | None
+    balance_after: Decimal | None
+
+
+@dataclass(frozen=True)
+class BalanceReport:
+    balances: list[Balance]
+    unavailable: dict[str, str]
+
+
+class Rentals:
+    """The rental service over the configured providers, the ledger and the money guard."""
+
+    def __init__(self, providers: Sequence[Provider], ledger: Ledger, guard: MoneyGuard) -> None:
+        self.providers: dict[str, Provider] = {p.name: p for p in providers}
+        self.ledger = ledger
+        self.guard = guard
+        self._inflight: set[int] = set()
+        self._serial = {name: anyio.Lock() for name in self.providers}
+        self._plans: dict[str, tuple[float, list[Plan]]] = {}
+
+    def provider(self, name: str) -> Provider:
+        found = self.providers.get(name)
+        if found is None:
+            configured = ", ".join(self.providers) or "none"
+            env = "GOTSMS_API_TOKEN" if name == "gotsms" else "GETATEXT_API_KEY"
+            raise NotConfigured(f"Provider {name} is not configured (configured: {configured}); set {env} to use it.")
+        return found
+
+    def _selected(self, provider: ProviderName | None) -> list[Provider]:
+        return [self.provider(provider)] if provider else list(self.providers.values())
+
+    # -- Reading --------------------------------------------------------------------------------------
+
+    async def balances(self, provider: ProviderName | None = None) -> BalanceReport:
+        """Each selected provider's balance; a provider that fails is reported, unless all fail."""
+        targets = self._selected(provider)
+        results: dict[str, Balance | ProviderError] = {}
+
+        async def fetch(p: Provider) -> None:
+            try:
+                results[p.name] = await p.get_balance()
+            except ProviderError as err:
+                results[p.name] = err
+
+        async with anyio.create_task_group() as tg:
+            for p in targets:
+                tg.start_soon(fetch, p)
+        balances = [r for r in results.values() if isinstance(r, Balance)]
+        failures = {name: r for name, r in results.items() if isinstance(r, ProviderError)}
+        if not balances:
+            raise next(iter(failures.values()))
+        return BalanceReport(
+            sorted(balances, key=lambda b: b.provider), {n: e.message for n, e in sorted(failures.items())}
+        )
+
+    async def plans(
+        self,
+        *,
+        service: str | None = None,
+        country: str | None = None,
+        provider: ProviderName | None = None,
+        max_price: Decimal | None = None,
+    ) -> list[Plan]:
+        """Every plan of the selected providers that matches, cheapest first (unknown prices last)."""
+        found: list[Plan] = []
+        for p in self._selected(provider):
+            found.extend(await self._provider_plans(p))
+        matches = [
+            plan
+            for plan in found
+            if _service_matches(plan, service)
+            and _country_matches(plan, country)
+            and (max_price is None or (plan.price is not None and plan.price <= max_price))
+        ]
+        return sorted(matches, key=lambda p: (p.price is None, p.price or 0, p.provider, p.service, p.plan_id))
+
+    async def _provider_plans(self, provider: Provider) -> list[Plan]:
+        cached = self._plans.get(provider.name)
+        if cached and time.monotonic() - cached[0] < PLAN_CACHE_SECONDS:
+            return cached[1]
+        plans = await provider.list_plans()
+        self._plans[provider.name] = (time.monotonic(), plans)
+        return plans
+
+    async def rental(self, rental_id: str | Ref) -> Rental:
+        """A rental from the ledger, or from its provider (then recorded) when the ledger does not know it."""
+        ref = rental_id if isinstance(rental_id, Ref) else parse_rental_id(rental_id)
+        known = await self.ledger.rental(str(ref))
+        if known is not None:
+            return known
+        provider = self.provider(ref.provider)
+        try:
+            receipt = await provider.get_rental(ref)
+        except ProviderNotFound as err:
+            raise UnknownRental(
+                f"No rental {ref} is known here or at {provider.display_name}; call list_rentals to see your rentals.",
+                provider=ref.provider,
+            ) from err
+        return await self._store(receipt)
+
+    async def list_rentals(
+        self, status: RentalFilter = "active", provider: ProviderName | None = None
+    ) -> tuple[list[Rental], dict[str, str]]:
+        """Rentals from the ledger after refreshing them from the providers; failures to refresh are reported."""
+        stale: dict[str, str] = {}
+        for p in self._selected(provider):
+            try:
+                await self.reconcile(p.name)
+                await self._refresh(p)
+            except ProviderError as err:
+                stale[p.name] = err.message
+        active = {"active": True, "ended": False, "all": None}[status]
+        return await self.ledger.rentals(active=active, provider=provider), stale
+
+    async def _refresh(self, provider: Provider) -> None:
+        """Bring the ledger's rentals of one provider up to date, adopting active ones made elsewhere."""
+        known = {r.rental_id: r for r in await self.ledger.rentals(provider=provider.name)}
+        listed: list[Rental] = []
+        if isinstance(provider, GotSmsProvider):
+            listed = await provider.rents()
+        elif isinstance(provider, GetatextProvider):
+            listed = await provider.long_rentals()
+            one_time = [r for r in known.values() if not r.status.ended and ":long:" not in r.rental_id]
+            for rental in one_time[:REFRESH_LIMIT]:
+                await self._store(await provider.get_rental(parse_rental_id(rental.rental_id)))
+        for rental in listed:
+            if rental.rental_id in known or not rental.status.ended:
+                await self.ledger.save_rental(rental)
+
+    async def messages(self, rental_id: str) -> tuple[Rental, list[StoredMessage]]:
+        """Every message of a rental: fetched from the provider, stored, then read back from the ledger."""
+        ref = parse_rental_id(rental_id)
+        rental = await self.rental(ref)
+        await self.ledger.add_messages(await self.provider(ref.provider).get_messages(ref))
+        return rental, await self.ledger.messages(str(ref))
+
+    async def _store(self, receipt: Receipt) -> Rental:
+        """Messages first (they may never be shown again), then the rental."""
+        await self.ledger.add_messages(receipt.messages)
+        return await self.ledger.save_rental(receipt.rental)
+
+    # -- Buying ---------------------------------------------------------------------------------------
+
+    async def quote(
+        self,
+        *,
+        max_price: Decimal,
+        plan_id: str | None = None,
+        service: str | None = None,
+        country: str | None = None,
+        provider: ProviderName | None = None,
+    ) -> Plan:
+        """The plan a purchase would buy: the given one, or the cheapest match within `max_price`."""
+        if (plan_id is None) == (service is None):
+            raise InvalidInput("Give either plan_id (from list_plans) or service (optionally with country), not both.")
+        if plan_id is not None:
+            ref = parse_plan_id(plan_id)
+            if provider is not None and provider != ref.provider:
+                raise InvalidInput(f"plan_id {plan_id} belongs to {ref.provider}, not {provider}; drop provider.")
+            plan = next(
+                (p for p in await self._provider_plans(self.provider(ref.provider)) if p.plan_id == plan_id), None
+            )
+            if plan is None:
+                raise InvalidInput(f"No plan {plan_id} is offered now; call list_plans for the current plans.")
+        else:
+            matches = await self.plans(service=service, country=country, provider=provider)
+            priced = [p for p in matches if p.price is not None]
+            where = f" in {country}" if country else ""
+            if not priced:
+                raise InvalidInput(
+                    f"No plan matches service {service!r}{where}; call list_plans to see what is offered."
+                )
+            plan = next((p for p in priced if p.price is not None and p.price <= max_price), priced[0])
+        if plan.price is None:
+            raise InvalidInput(
+                f"{plan.plan_id} has no published price, so it cannot be bought under a price cap; the owner can set"
+                " GETATEXT_LONG_RENTAL_PRICES from the Getatext website."
+            )
+        self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        return plan
+
+    async def buy(self, plan: Plan, max_price: Decimal) -> Outcome:
+        """Rent a number on `plan` (already quoted), spending at most `max_price`."""
+        assert plan.price is not None
+        self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        provider = self.provider(plan.provider)
+        ref = parse_plan_id(plan.plan_id)
+        outcome = await self._spend(provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id)
+        rental = outcome.rental
+        defaults = {"plan_id": plan.plan_id, "price": plan.price, "service": plan.service, "started_at": _now()}
+        missing = {k: v for k, v in defaults.items() if getattr(rental, k) is None}
+        if missing:
+            rental = await self.ledger.save_rental(rental.model_copy(update=missing))
+        return Outcome(rental, outcome.note)
+
+    async def _spend(
+        self,
+        provider: Provider,
+        kind: PurchaseKind,
+        max_price: Decimal,
+        call: Callable[[], Awaitable[Receipt]],
+        *,
+        plan_id: str | None = None,
+        rental_id: str | None = None,
+    ) -> Outcome:
+        """Reserve, record the intent, make the one call that spends, and record its outcome."""
+        await self.reconcile(provider.name)
+        async with self._purchase_lock(provider):
+            purchase_id = await self.ledger.reserve(
+                provider=provider.name,
+                kind=kind,
+                amount=max_price,
+                plan_id=plan_id,
+                rental_id=rental_id,
+                check=self.guard.daily_check(max_price, provider.display_name),
+            )
+            self._inflight.add(purchase_id)
+            try:
+                return await self._execute(provider, purchase_id, call)
+            finally:
+                self._inflight.discard(purchase_id)
+
+    def _purchase_lock(self, provider: Provider) -> AbstractAsyncContextManager[object]:
+        """Getatext purchases run one at a time: its only way to settle an unknown outcome is the balance."""
+        return self._serial[provider.name] if isinstance(provider, GetatextProvider) else nullcontext()
+
+    async def _execute(self, provider: Provider, purchase_id: int, call: Callable[[], Awaitable[Receipt]]) -> Outcome:
+        try:
+            if isinstance(provider, GetatextProvider):
+                await self.ledger.note_balance_before(purchase_id, (await provider.get_balance()).amount)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.ledger.settle(purchase_id, "failed", note="the balance check before buying failed")
+            raise
+        try:
+            receipt = await call()
+        except ProviderError as err:
+            if not err.uncertain:
+                await self.ledger.settle(purchase_id, "failed", note=err.message)
+                raise
+            await self.ledger.settle(purchase_id, "uncertain", note=err.message)
+            recovered = await self._recover_now(provider, purchase_id)
+            if recovered is not None:
+                return recovered
+            raise PurchaseUnsettled(
+                f"{err.message} The purchase may or may not have gone through: it counts as spent, and nothing more"
+                f" is bought on {provider.display_name} until it is settled. Call list_rentals to check; do not"
+                " retry blindly.",
+                provider=provider.name,
+            ) from err
+        except BaseException:
+            # Cancelled while the request may have been on its way: keep it counted, settle it later.
+            with anyio.CancelScope(shield=True):
+                await self.ledger.settle(purchase_id, "uncertain", note="interrupted before the answer arrived")
+            raise
+        rental = await self._store(receipt)
+        await self.ledger.settle(purchase_id, "bought", price=receipt.rental.price, rental_id=rental.rental_id)
+        return Outcome(rental)
+
+    async def _recover_now(self, provider: Provider, purchase_id: int) -> Outcome | None:
+        """Right after an unknown outcome, ask the provider once; an error here leaves it unsettled."""
+        try:
+            settled = await self.reconcile(provider.name)
+        except ProviderError as err:
+            log.warning("could not reconcile %s at once: %s", provider.name, err.message)
+            return None
+        for purchase, rental in settled:
+            if purchase.purchase_id == purchase_id and rental is not None:
+                note = "The answer to this purchase was lost, but the rental was found at the provider and recorded."
+                return Outcome(rental, note)
+        return None
+
+    # -- Reconciliation -------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """At start-up, before any purchase: what a previous process left reserved has an unknown outcome."""
+        for purchase in await self.ledger.unsettled():
+            if purchase.state == "reserved":
+                await self.ledger.settle(purchase.purchase_id, "uncertain", note="the server stopped mid-purchase")
+
+    async def reconcile_all(self) -> None:
+        """Settle every provider's uncertain purchases (at start-up, in the background)."""
+        for name in self.providers:
+            try:
+                await self.reconcile(name)
+            except ProviderError as err:
+                log.warning("start-up reconciliation with %s failed: %s", name, err.message)
+
+    async def reconcile(self, provider_name: str) -> list[tuple[Purchase, Rental | None]]:
+        """Settle this provider's uncertain purchases from what it reports; returns what was settled."""
+        pending = [
+            p
+            for p in await self.ledger.unsettled(provider_name)
+            if p.state == "uncertain" and p.purchase_id not in self._inflight
+        ]
+        if not pending:
+            return []
+        provider = self.provider(provider_name)
+        settled: list[tuple[Purchase, Rental | None]] = []
+        async with self._purchase_lock(provider):
+            taken = {r.rental_id for r in await self.ledger.rentals(provider=provider_name)}
+            for purchase in pending:
+                rental = await self._settle(provider, purchase, taken)
+                if rental is not False:
+                    settled.append((purchase, rental))
+        return settled
+
+    async def _settle(self, provider: Provider, purchase: Purchase, taken: set[str]) -> Rental | Literal[False] | None:
+        """Settle one purchase: the rental it bought, None if nothing (or nothing usable) was bought,
+        False if the provider's answer does not decide it yet."""
+        pid = purchase.purchase_id
+        listed = await _listing(provider, purchase)
+        if listed is not None:
+            match = _find_bought(purchase, listed, taken)
+            if match is None:
+                await self.ledger.settle(pid, "not_bought", note="not found in the provider's list")
+                return None
+            taken.add(match.rental_id)
+            rental = await self.ledger.save_rental(match)
+            await self.ledger.settle(pid, "bought", price=match.price, rental_id=match.rental_id, note="reconciled")
+            return rental
+        if purchase.balance_before is None:
+            await self.ledger.settle(pid, "not_bought", note="stopped before the request was sent")
+            return None
+        balance = (await provider.get_balance()).amount
+        charged = purchase.balance_before - balance
+        if charged <= 0:
+            await self.ledger.settle(pid, "not_bought", note="the balance did not go down")
+            return None
+        note = (
+            f"{provider.display_name} charged {charged} but the answer with the rental id never arrived;"
+            " check the provider's dashboard."
+        )
+        await self.ledger.settle(pid, "bought", price=min(charged, purchase.max_price), note=note)
+        return None
+
+    # -- Changing rentals -----------------------------------------------------------------------------
+
+    async def refund(self, rental_id: str) -> RefundOutcome:
+        """GotSMS refund, Getatext cancel-rental, or long-rental cancel."""
+        ref = parse_rental_id(rental_id)
+        rental = await self.rental(ref)
+        provider = self.provider(ref.provider)
+        before = (await provider.get_balance()).amount if ref.long else None
+        receipt = await provider.refund(ref)
+        status = RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
+        updated = await self._store(receipt.model_copy(update={"rental": _with(receipt.rental, status=status)}))
+        balance_after = receipt.balance_after
+        if balance_after is None:
+            balance_after = (await provider.get_balance()).amount
+        refunded = balance_after - before if before is not None else receipt.rental.price or rental.price
+        if refunded is not None and refunded > 0:
+            await self.ledger.note_refund(str(ref), refunded)
+        return RefundOutcome(updated, refunded, balance_after)
+
+    async def extend(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Outcome:
+        """GotSMS transition to a longer plan, Getatext long-rental renewal, or Getatext re-rent (a new rental)."""
+        ref = parse_rental_id(rental_id)
+        rental = await self.rental(ref)
+        provider = self.provider(ref.provider)
+        if isinstance(provider, GotSmsProvider):
+            if plan_id is None:
+                raise InvalidInput(
+                    "GotSMS extends a daily rent by moving it to a longer plan: pass plan_id of a weekly or monthly"
+                    " plan for the same service and country (see list_plans)."
+                )
+            target = await self.quote(max_price=max_price, plan_id=plan_id)
+            rent_id, plan_uuid = ref.local_id, parse_plan_id(target.plan_id).local_id
+            outcome = await self._spend(
+                provider,
+                "extend",
+                max_price,
+                lambda: provider.transition(rent_id, plan_uuid),
+                plan_id=target.plan_id,
+                rental_id=str(ref),
+            )
+            return Outcome(await self.ledger.save_rental(_with(outcome.rental, plan_id=target.plan_id)), outcome.note)
+        if not isinstance(provider, GetatextProvider):
+            raise Unsupported(f"{provider.display_name} cannot extend rentals.")
+        if plan_id is not None:
+            raise InvalidInput("Getatext renews or re-rents the same number; call extend_rental without plan_id.")
+        price = rental.price if ref.long else await self._one_time_price(provider, rental)
+        if price is None:
+            raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
+        self.guard.check_price(price, max_price, f"extending {ref}")
+
+        async def call() -> Receipt:
+            if ref.long:
+                return await provider.update_long_rental(ref.local_id, "renew")
+            return await provider.re_rent(ref.local_id)
+
+        kind: PurchaseKind = "renew" if ref.long else "rent"
+        return await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, rental_id=str(ref))
+
+    async def _one_time_price(self, provider: GetatextProvider, rental: Rental) -> Decimal | None:
+        plans = await self._provider_plans(provider)
+        plan = next((p for p in plans if p.plan_id == rental.plan_id or p.service == rental.service), None)
+        return plan.price if plan else None
+
+    async def set_auto_renew(self, rental_id: str, enabled: bool) -> Outcome:
+        """Set auto-renewal to the wanted state (GotSMS toggles only when the state differs)."""
+        if enabled:
+            self.guard.check_auto_renew()
+        ref = parse_rental_id(rental_id)
+        provider = self.provider(ref.provider)
+        if isinstance(provider, GotSmsProvider):
+            current = (await provider.get_rental(ref)).rental
+            if current.auto_renew is not enabled and await provider.toggle_renewal(ref.local_id) is not enabled:
+                raise ProviderRejected(
+                    f"GotSMS did not set auto-renew to {enabled}; check the rental with list_rentals.",
+                    provider=provider.name,
+                )
+            return Outcome(await self.ledger.save_rental(_with(current, auto_renew=enabled)))
+        if isinstance(provider, GetatextProvider) and ref.long:
+            await self.rental(ref)
+            receipt = await provider.update_long_rental(ref.local_id, "auto_renew", auto_renew=enabled)
+            return Outcome(await self._store(receipt))
+        raise Unsupported("Only GotSMS monthly rents and Getatext long rentals can auto-renew.")
+
+    async def finish(self, rental_id: str) -> Outcome:
+        """Mark a Getatext one-time rental completed (the code was used)."""
+        ref = parse_rental_id(rental_id)
+        provider = self.provider(ref.provider)
+        if not isinstance(provider, GetatextProvider) or ref.long:
+            raise Unsupported(
+                "Only Getatext one-time rentals can be marked completed; other rentals end on their own, or with"
+                " refund while they are refundable."
+            )
+        await self.rental(ref)
+        return Outcome(await self._store(await provider.complete_rental(ref.local_id)))
+
+    async def wake_up(self, rental_id: str) -> NumberStatus:
+        """Wake a GotSMS number; an already awake or queued number just reports its windows."""
+        ref = parse_rental_id(rental_id)
+        provider = self.provider(ref.provider)
+        if not isinstance(provider, GotSmsProvider):
+            raise Unsupported("Only GotSMS numbers sleep; Getatext numbers are always online.")
+        await self.rental(ref)
+        status = await provider.number_status(ref.local_id)
+        if status.can_wake_up:
+            await provider.wake_up(ref.local_id)
+            status = await provider.number_status(ref.local_id)
+        await self.ledger.save_rental(
+            Rental(
+                rental_id=str(ref),
+                provider="gotsms",
+                wake_from=status.wake_from,
+                wake_till=status.wake_till,
+                can_wake_up=status.can_wake_up,
+            )
+        )
+        return status
+
+
+async def _listing(provider: Provider, purchase: Purchase) -> list[Rental] | None:
+    """The provider's own list that can prove whether `purchase` happened, where it has one."""
+    if isinstance(provider, GotSmsProvider):
+        return await provider.rents()
+    if isinstance(provider, GetatextProvider) and purchase.kind == "rent" and ":long:" in (purchase.plan_id or ""):
+        return await provider.long_rentals()
+    return None
+
+
+def _find_bought(purchase: Purchase, listed: Sequence[Rental], taken: set[str]) -> Rental | None:
+    """The rental a purchase made: a new rental on its plan, or (an extension) its rental now on the new plan."""
+    if purchase.kind != "rent":
+        return next((r for r in listed if r.rental_id == purchase.rental_id and r.plan_id == purchase.plan_id), None)
+    slack = DAY if ":long:" in (purchase.plan_id or "") else 300.0  # long rentals only carry a start date
+    since = datetime.fromtimestamp(purchase.created_at - slack, UTC)
+    fresh = [
+        r
+        for r in listed
+        if r.rental_id not in taken
+        and r.plan_id == purchase.plan_id
+        and (r.started_at is None or r.started_at >= since)
+    ]
+    return min(fresh, key=lambda r: r.started_at or since, default=None)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _with(rental: Rental, **changes: object) -> Rental:
+    return rental.model_copy(update=changes)
+
+
+def _service_matches(plan: Plan, wanted: str | None) -> bool:
+    if not wanted:
+        return True
+    want = wanted.strip().casefold()
+    names = [n.casefold() for n in (plan.service, plan.service_code) if n]
+    return any(want == n for n in names) or want in plan.service.casefold()
+
+
+def _country_matches(plan: Plan, wanted: str | None) -> bool:
+    if not wanted:
+        return True
+    if plan.country is None:
+        return False
+
+    def norm(text: str) -> str:
+        key = text.strip().casefold()
+        return _COUNTRY_ALIASES.get(key, key)
+
+    return norm(plan.country) == norm(wanted)
