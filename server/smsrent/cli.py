@@ -1,0 +1,113 @@
+"""`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import anyio
+from pydantic import ValidationError
+
+from smsrent import __version__
+from smsrent.config import Settings
+from smsrent.mcp.app import App, create_app
+
+log = logging.getLogger("smsrent")
+
+BANNER = (
+    "smsrent: no provider credentials configured - serving the built-in SANDBOX (simulated numbers and codes,"
+    " no money, no network). Set GOTSMS_API_TOKEN or GETATEXT_API_KEY to use real providers."
+)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="smsrent-mcp", description="MCP server for renting SMS verification numbers.")
+    parser.add_argument("--http", action="store_true", help="serve streamable HTTP at /mcp instead of stdio")
+    parser.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    parser.add_argument("--sandbox", action="store_true", help="use the built-in sandbox even if credentials are set")
+    parser.add_argument(
+        "--read-only", action="store_true", help="register no tool that spends money or changes a rental"
+    )
+    parser.add_argument("--data-dir", help="where the ledger lives (SMSRENT_DATA_DIR)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (SMSRENT_LOG_LEVEL)")
+    parser.add_argument("--version", action="version", version=f"smsrent {__version__}")
+    return parser.parse_args(argv)
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "sandbox": args.sandbox or None,
+        "read_only": args.read_only or None,
+        "data_dir": args.data_dir,
+        "log_level": args.log_level,
+    }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def configure_logging(level: str) -> None:
+    """Human-readable logs on stderr (stdout is the protocol channel in stdio mode)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "mcp", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
+        sys.exit(f"smsrent-mcp: invalid configuration: {problems}")
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    if app.sandbox:
+        sys.stderr.write(BANNER + "\n")
+    try:
+        if args.http:
+            anyio.run(serve_http, app, args.host, args.port)
+        else:
+            anyio.run(serve_stdio, app)
+    except KeyboardInterrupt:
+        pass
+    except ValueError as err:
+        sys.exit(f"smsrent-mcp: {err}")
+
+
+async def serve_stdio(app: App) -> None:
+    port = app.settings.webhook_port
+    if port is None:
+        await app.mcp.run_stdio_async()
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_serve_webhook_listener, app, port)
+        await app.mcp.run_stdio_async()
+        tg.cancel_scope.cancel()
+
+
+async def _serve_webhook_listener(app: App, port: int) -> None:
+    import uvicorn
+
+    from smsrent.mcp.webhook import webhook_app
+
+    listener = webhook_app(app.runtime, app.settings, app.webhook_secret)
+    config = uvicorn.Config(listener, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    log.info("Getatext webhook listener on http://127.0.0.1:%d/webhooks/getatext/<secret>", port)
+    await uvicorn.Server(config).serve()
+
+
+async def serve_http(app: App, host: str, port: int) -> None:
+    import uvicorn
+
+    from smsrent.mcp.http import http_app
+
+    asgi = http_app(app, host)
+    log.info("serving MCP on http://%s:%d/mcp", host, port)
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning")
+    await uvicorn.Server(config).serve()

@@ -1,0 +1,1 @@
+"""The MCP layer: the app factory, tools, resources, prompt, subscriptions and transports."""
