@@ -172,7 +172,9 @@ class HttpProvider:
         text = response.text
         if not text.strip():
             return None
-        if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+        # A text answer is let through whatever its content type says (PHP handler stubs send tokens as text/html).
+        html_type = "html" in response.headers.get("content-type", "") and not accept_text
+        if html_type or text.lstrip().startswith("<"):
             if response.is_client_error:
                 return None  # mapped by its status code alone; the page itself says nothing usable
             raise self._unavailable(response.status_code, "answered with an HTML page instead of JSON")
@@ -254,6 +256,10 @@ class HttpProvider:
             return f"{who} will not refund or cancel this rental now ({detail})."
         if kind is NoNumbersAvailable:
             return f"{who} has no number for this service right now ({detail}); try another plan or provider."
+        if kind is ProviderAuthError:
+            return f"{who} refused the credentials ({detail}); check {self.credential_env}."
+        if kind is ProviderNotFound:
+            return f"{who} does not know this object ({detail}); check the id with list_rentals."
         return f"{who}: {detail}."
 
     def _error_text(self, payload: Any) -> str | None:
