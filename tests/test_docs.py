@@ -1,0 +1,67 @@
+"""The README, the MCP Bundle manifest and the code agree: tools, configuration, version."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices
+
+from smsrent import __version__
+from smsrent.config import Settings
+from smsrent.mcp.app import create_app
+from tests.helpers import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+MANIFEST = json.loads((ROOT / "manifest.json").read_text())
+
+
+def table(marker: str) -> list[list[str]]:
+    block = README.split(f"<!-- {marker}:start -->")[1].split(f"<!-- {marker}:end -->")[0]
+    rows = [line for line in block.strip().splitlines()[2:] if line.startswith("|")]
+    return [[cell.strip().strip("`") for cell in row.strip("|").split("|")] for row in rows]
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    app = create_app(settings(tmp_path_factory.mktemp("docs")))
+    return {tool.name: (tool.description or "").splitlines()[0] for tool in app.mcp._tool_manager.list_tools()}
+
+
+def test_readme_tool_table_matches_the_registry(registered: dict[str, str]) -> None:
+    rows = table("tools")
+    assert {name: summary for name, summary, _ in rows} == registered
+
+
+def test_manifest_tools_match_the_registry(registered: dict[str, str]) -> None:
+    assert {t["name"]: t["description"] for t in MANIFEST["tools"]} == registered
+
+
+def env_names() -> set[str]:
+    names = set()
+    for field in Settings.model_fields.values():
+        assert isinstance(field.validation_alias, AliasChoices)
+        names.add(str(field.validation_alias.choices[0]))
+    return names
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    assert {row[0] for row in table("config")} == env_names()
+
+
+def test_manifest_maps_user_config_to_real_settings() -> None:
+    env = MANIFEST["server"]["mcp_config"]["env"]
+    assert set(env) <= env_names()
+    for value in env.values():
+        key = re.fullmatch(r"\$\{user_config\.(\w+)\}", value)
+        assert key is not None
+        assert key.group(1) in MANIFEST["user_config"]
+    secrets = {k for k, v in MANIFEST["user_config"].items() if v.get("sensitive")}
+    assert secrets == {"gotsms_api_token", "getatext_api_key"}
+
+
+def test_version_is_the_package_version() -> None:
+    assert MANIFEST["version"] == __version__
