@@ -59,8 +59,9 @@ class MoneyGuard:
     def check_auto_renew(self) -> None:
         if self.daily_budget is not None and not self.allow_auto_renew:
             raise BudgetExceeded(
-                "Refused: renewals would be charged by the provider outside the daily budget (SMSRENT_DAILY_BUDGET is"
-                " set); nothing was changed. Set SMSRENT_ALLOW_AUTO_RENEW=1 to allow auto-renew."
+                f"Refused: renewals would be charged by the provider outside the {_usd(self.daily_budget)} daily"
+                " budget (SMSRENT_DAILY_BUDGET); nothing was changed. Set SMSRENT_ALLOW_AUTO_RENEW=1 to allow"
+                " auto-renew."
             )
 
 

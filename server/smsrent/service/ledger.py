@@ -163,16 +163,26 @@ class Ledger:
 
         return await self._run(read)
 
+    async def rental_ids(self, *, provider: str, recorded_before: float) -> set[str]:
+        """Ids of this provider's rentals that the ledger already knew at `recorded_before` (a `time.time()`)."""
+
+        def read() -> set[str]:
+            query = "SELECT rental_id FROM rentals WHERE provider = ? AND recorded_at < ?"
+            return {row[0] for row in self._db.execute(query, (provider, recorded_before))}
+
+        return await self._run(read)
+
     # -- Messages -----------------------------------------------------------------------------------
 
     async def add_messages(self, messages: Sequence[Message]) -> list[Message]:
-        """Store messages not seen before, in the order given; returns the new ones."""
+        """Store messages not seen before, oldest first (providers may list newest first: the cursor hands out
+        messages in the order stored); returns the new ones."""
 
         def add(db: sqlite3.Connection) -> list[Message]:
             now, new = time.time(), []
-            for message in messages:
-                if message.received_at is None:  # the provider gave no time: first seen now
-                    message = message.model_copy(update={"received_at": datetime.fromtimestamp(now, UTC)})
+            first_seen = datetime.fromtimestamp(now, UTC)  # for a message the provider gave no time
+            timed = [m if m.received_at else m.model_copy(update={"received_at": first_seen}) for m in messages]
+            for message in sorted(timed, key=lambda m: m.received_at or first_seen):
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO messages (message_id, rental_id, data, stored_at) VALUES (?, ?, ?, ?)",
                     (message.message_id, message.rental_id, message.model_dump_json(), now),
@@ -298,6 +308,14 @@ class Ledger:
                 (provider, provider),
             ).fetchall()
             return [_purchase(row) for row in rows]
+
+        return await self._run(read)
+
+    async def purchase(self, purchase_id: int) -> Purchase | None:
+        def read() -> Purchase | None:
+            query = f"SELECT {_PURCHASE_COLUMNS} FROM purchases WHERE purchase_id = ?"
+            row = self._db.execute(query, (purchase_id,)).fetchone()
+            return _purchase(row) if row else None
 
         return await self._run(read)
 

@@ -84,6 +84,7 @@ class Rentals:
         self.guard = guard
         self._inflight: set[int] = set()
         self._serial = {name: anyio.Lock() for name in self.providers}
+        self._settling = {name: anyio.Lock() for name in self.providers}
         self._plans: dict[str, tuple[float, list[Plan]]] = {}
 
     def provider(self, name: str) -> Provider:
@@ -270,9 +271,17 @@ class Rentals:
         *,
         plan_id: str | None = None,
         rental_id: str | None = None,
+        price: Decimal | None = None,
     ) -> Outcome:
-        """Reserve, record the intent, make the one call that spends, and record its outcome."""
-        await self.reconcile(provider.name)
+        """Reserve, record the intent, make the one call that spends, and record its outcome.
+
+        `price`: what the purchase costs when the provider's answer does not say (a GotSMS transition answers
+        with the rent alone, whose price is not what this step charged)."""
+        try:
+            await self.reconcile(provider.name)
+        except ProviderError as err:
+            # Still unsettled: the reservation below refuses, saying why.
+            log.warning("could not reconcile %s before buying: %s", provider.name, err.message)
         async with self._purchase_lock(provider):
             purchase_id = await self.ledger.reserve(
                 provider=provider.name,
@@ -284,7 +293,7 @@ class Rentals:
             )
             self._inflight.add(purchase_id)
             try:
-                return await self._execute(provider, purchase_id, call)
+                return await self._execute(provider, purchase_id, call, price)
             finally:
                 self._inflight.discard(purchase_id)
 
@@ -292,7 +301,9 @@ class Rentals:
         """Getatext purchases run one at a time: its only way to settle an unknown outcome is the balance."""
         return self._serial[provider.name] if isinstance(provider, GetatextProvider) else nullcontext()
 
-    async def _execute(self, provider: Provider, purchase_id: int, call: Callable[[], Awaitable[Receipt]]) -> Outcome:
+    async def _execute(
+        self, provider: Provider, purchase_id: int, call: Callable[[], Awaitable[Receipt]], price: Decimal | None
+    ) -> Outcome:
         try:
             if isinstance(provider, GetatextProvider):
                 await self.ledger.note_balance_before(purchase_id, (await provider.get_balance()).amount)
@@ -307,36 +318,51 @@ class Rentals:
                 await self.ledger.settle(purchase_id, "failed", note=err.message)
                 raise
             await self.ledger.settle(purchase_id, "uncertain", note=err.message)
-            recovered = await self._recover_now(provider, purchase_id)
-            if recovered is not None:
-                return recovered
-            raise PurchaseUnsettled(
-                f"{err.message} The purchase may or may not have gone through: it counts as spent, and nothing more"
-                f" is bought on {provider.display_name} until it is settled. Call list_rentals to check; do not"
-                " retry blindly.",
-                provider=provider.name,
-            ) from err
+            return await self._recover_now(provider, purchase_id, err)
         except BaseException:
             # Cancelled while the request may have been on its way: keep it counted, settle it later.
             with anyio.CancelScope(shield=True):
                 await self.ledger.settle(purchase_id, "uncertain", note="interrupted before the answer arrived")
             raise
-        rental = await self._store(receipt)
-        await self.ledger.settle(purchase_id, "bought", price=receipt.rental.price, rental_id=rental.rental_id)
+        # The provider answered: record the outcome even if the caller is cancelled now.
+        with anyio.CancelScope(shield=True):
+            rental = await self._store(receipt)
+            charged = price if price is not None else receipt.rental.price
+            await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=rental.rental_id)
         return Outcome(rental)
 
-    async def _recover_now(self, provider: Provider, purchase_id: int) -> Outcome | None:
-        """Right after an unknown outcome, ask the provider once; an error here leaves it unsettled."""
+    async def _recover_now(self, provider: Provider, purchase_id: int, err: ProviderError) -> Outcome:
+        """Right after an unknown outcome, ask the provider once (the caller holds the purchase lock): the rental
+        found, or an error saying what is now known; an error while asking leaves the purchase unsettled."""
         try:
-            settled = await self.reconcile(provider.name)
-        except ProviderError as err:
-            log.warning("could not reconcile %s at once: %s", provider.name, err.message)
-            return None
+            settled = await self._settle_uncertain(provider, own=purchase_id)
+        except ProviderError as failure:
+            log.warning("could not reconcile %s at once: %s", provider.name, failure.message)
+            settled = []
         for purchase, rental in settled:
             if purchase.purchase_id == purchase_id and rental is not None:
                 note = "The answer to this purchase was lost, but the rental was found at the provider and recorded."
                 return Outcome(rental, note)
-        return None
+        after = await self.ledger.purchase(purchase_id)
+        if after is not None and after.state == "not_bought":
+            raise ProviderError(
+                f"{provider.display_name} did not confirm the purchase and it was not charged ({after.note}), so"
+                " nothing was bought; you may try again.",
+                provider=provider.name,
+                status_code=err.status_code,
+            ) from err
+        if after is not None and after.state == "bought":
+            raise ProviderError(
+                f"{after.note} It counts as spent; do not buy again for the same code.",
+                provider=provider.name,
+                status_code=err.status_code,
+            ) from err
+        raise PurchaseUnsettled(
+            f"{err.message} The purchase may or may not have gone through: it counts as spent, and nothing more"
+            f" is bought on {provider.display_name} until it is settled. Call list_rentals to check; do not"
+            " retry blindly.",
+            provider=provider.name,
+        ) from err
 
     # -- Reconciliation -------------------------------------------------------------------------------
 
@@ -356,21 +382,44 @@ class Rentals:
 
     async def reconcile(self, provider_name: str) -> list[tuple[Purchase, Rental | None]]:
         """Settle this provider's uncertain purchases from what it reports; returns what was settled."""
-        pending = [
-            p
-            for p in await self.ledger.unsettled(provider_name)
-            if p.state == "uncertain" and p.purchase_id not in self._inflight
-        ]
-        if not pending:
+        if not await self._uncertain(provider_name):
             return []
         provider = self.provider(provider_name)
-        settled: list[tuple[Purchase, Rental | None]] = []
         async with self._purchase_lock(provider):
-            taken = {r.rental_id for r in await self.ledger.rentals(provider=provider_name)}
+            return await self._settle_uncertain(provider)
+
+    async def _uncertain(self, provider_name: str, own: int | None = None) -> list[Purchase]:
+        """Uncertain purchases to settle: not those a purchase call is still handling, except the caller's `own`."""
+        return [
+            p
+            for p in await self.ledger.unsettled(provider_name)
+            if p.state == "uncertain" and (p.purchase_id == own or p.purchase_id not in self._inflight)
+        ]
+
+    async def _settle_uncertain(
+        self, provider: Provider, own: int | None = None
+    ) -> list[tuple[Purchase, Rental | None]]:
+        """Settle what `_uncertain` lists, one reconciliation per provider at a time (so two never match the same
+        rental); the caller holds the purchase lock."""
+        settled: list[tuple[Purchase, Rental | None]] = []
+        async with self._settling[provider.name]:
+            pending = await self._uncertain(provider.name, own)
+            if not pending:
+                return []
+            # Not the purchase's: rentals other purchases bought, and rentals known before it was made. A rental
+            # recorded since (adopted by list_rentals while the purchase was in flight) may well be its own.
+            taken = {
+                p.rental_id
+                for p in await self.ledger.purchases()
+                if p.provider == provider.name and p.state == "bought" and p.rental_id is not None
+            }
             for purchase in pending:
-                rental = await self._settle(provider, purchase, taken)
+                known = await self.ledger.rental_ids(provider=provider.name, recorded_before=purchase.created_at)
+                rental = await self._settle(provider, purchase, taken | known)
                 if rental is not False:
                     settled.append((purchase, rental))
+                if isinstance(rental, Rental):
+                    taken.add(rental.rental_id)
         return settled
 
     async def _settle(self, provider: Provider, purchase: Purchase, taken: set[str]) -> Rental | Literal[False] | None:
@@ -441,6 +490,7 @@ class Rentals:
                 lambda: provider.transition(rent_id, plan_uuid),
                 plan_id=target.plan_id,
                 rental_id=str(ref),
+                price=target.price,
             )
             return Outcome(await self.ledger.save_rental(_with(outcome.rental, plan_id=target.plan_id)), outcome.note)
         if not isinstance(provider, GetatextProvider):
