@@ -363,9 +363,9 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
     ) -> ChangeResult:
         """Keep a number longer (spends money, never more than max_price).
 
-        GotSMS: move a daily rent to a longer plan (plan_id required). Getatext: renew a long rental, or re-rent a
-        one-time number (a new rental id on the same number). Example: extend_rental(rental_id="getatext:long:7",
-        max_price=11).
+        Use this when you still need a number after its rental period. GotSMS: move a daily rent to a longer plan
+        (plan_id required). Getatext: renew a long rental, or re-rent a one-time number (a new rental id on the same
+        number). Example: extend_rental(rental_id="getatext:long:7", max_price=11).
         """
         state = _state(ctx)
         outcome = await state.rentals.extend(rental_id, max_price, plan_id)
@@ -381,6 +381,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
     ) -> ChangeResult:
         """Turn automatic renewal on or off (sets the wanted state, never a blind toggle).
 
+        Use this to keep a number you need for a long time, or to stop renewals you no longer want.
         Works for GotSMS monthly rents and Getatext long rentals. Renewals are charged by the provider, so
         enabling is refused while a daily budget is set unless the owner allows it.
         Example: set_auto_renew(rental_id="getatext:long:7", enabled=false).
