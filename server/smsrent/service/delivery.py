@@ -19,7 +19,7 @@ import anyio
 
 from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderRejected
 from smsrent.domain.ids import parse_rental_id
-from smsrent.domain.models import Message, Receipt, Rental
+from smsrent.domain.models import Message, Receipt, Rental, RentalStatus
 from smsrent.providers.getatext import GetatextProvider, WebhookCode
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.service.pollers import GetatextPoller, GotSmsPoller, Poller, Schedule
@@ -105,8 +105,19 @@ class Delivery:
                 await listener(new)
 
     async def _deliver_receipt(self, receipt: Receipt) -> None:
-        await self.deliver(receipt.messages)
+        await self.deliver(await self._not_pushed_before(receipt.messages))
         await self.ledger.save_rental(receipt.rental)
+
+    async def _not_pushed_before(self, messages: Sequence[Message]) -> list[Message]:
+        """Leave out a code stored before from a push whose JSON number lost the leading zeros: `004521` read
+        from rental-status is the `4521` pushed earlier, the same SMS, not a second code."""
+        kept: list[Message] = []
+        for message in messages:
+            code = message.code
+            stored = await self.ledger.messages(message.rental_id) if code and code.isdigit() else []
+            if not any(_same_number(s.message.code, code) for s in stored):
+                kept.append(message)
+        return kept
 
     def expect(self, rental_id: str, at: float | None = None) -> None:
         """A code may come soon for this rental (just rented, woken, or online): poll fast for a while."""
@@ -142,6 +153,8 @@ class Delivery:
         self._waiters[key] += 1
         if key not in self._expected:
             self.expect(key, rental.started_at.timestamp() if rental.started_at else None)
+        elif (poller := self.pollers.get(ref.provider)) is not None:
+            poller.kick()  # an idle poller sleeps until kicked: a later wait on a known rental must wake it
         try:
             number_state: str | None = None
             last_report = -PROGRESS_EVERY
@@ -199,7 +212,9 @@ class Delivery:
                 online_at = now + (status.wake_seconds_left or 0)
                 online_till = online_at + (status.online_seconds_left or 0)
                 if online_till <= now:
-                    online_till = now + 30.0  # not online and not wakeable now: look again later
+                    # Not online in whole seconds and not wakeable: an active number is at the very end of its
+                    # window (look again in a moment, then wake it); anything else, look again later.
+                    online_till = now + (1.0 if status.status is RentalStatus.ACTIVE else 30.0)
                 self._awake[rental_id] = known = _Awake(online_at, online_till)
                 self.expect(rental_id, online_at)
             if now < known.online_at:
@@ -220,7 +235,7 @@ class Delivery:
         try:
             receipt = await provider.rental_status(ref.local_id, retry=False)
             await self.ledger.save_rental(receipt.rental)
-            messages = receipt.messages
+            messages = tuple(await self._not_pushed_before(receipt.messages))
         except ProviderError as err:
             log.warning("could not cross-check the pushed code of %s: %s", pushed.rental_id, err.message)
         if not messages:
@@ -235,6 +250,13 @@ class Delivery:
             )
         await self.deliver(messages)
         return True
+
+
+def _same_number(stored: str | None, code: str | None) -> bool:
+    """Two different digit strings that are the same number (`4521` and `004521`)."""
+    if stored is None or code is None or stored == code or not (stored.isdigit() and code.isdigit()):
+        return False
+    return stored.lstrip("0") == code.lstrip("0")
 
 
 def _ended(rental: Rental) -> bool:

@@ -72,6 +72,7 @@ class Poller:
         self._waiting = waiting
         self._kicked = anyio.Event()
         self._slow_until = 0.0
+        self._hold_until = 0.0  # a rate limit's pause: no request before this, kicked or not
 
     def kick(self) -> None:
         """Tick now (a waiter arrived, a number came online, a webhook came in)."""
@@ -83,6 +84,10 @@ class Poller:
             if not waiting:
                 await self._sleep(math.inf)
                 continue
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                await anyio.sleep(hold)
+                continue
             delay = self.delay(waiting)
             try:
                 await self.tick(waiting)
@@ -90,6 +95,7 @@ class Poller:
                 pause = err.retry_after if err.retry_after is not None else 5.0
                 log.warning("%s is rate limiting; polling slower for a while (pause %.0f s)", self.name, pause)
                 self._slow_until = time.monotonic() + 300.0
+                self._hold_until = time.monotonic() + pause
                 delay = max(delay, pause)
             except ProviderError as err:
                 log.warning("%s poll failed: %s", self.name, err.message)
@@ -139,6 +145,8 @@ class GotSmsPoller(Poller):
             reached = any(m.received_at is not None and m.received_at.timestamp() < oldest for m in page)
             if known or reached or not more:
                 break
+        # Pages list newest first and times have whole seconds: reverse first, so equal times keep arrival order.
+        fresh.reverse()
         fresh.sort(key=lambda m: m.received_at.timestamp() if m.received_at else 0.0)
         await self._store(fresh)
 

@@ -1,0 +1,140 @@
+"""Getatext webhook pushes: the sandbox POSTs the code (a JSON number) to a receiver that hands it to
+`Delivery.push`, which cross-checks it with `rental-status` and wakes the waiting call at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from smsrent.providers.getatext import parse_webhook
+from smsrent.sandbox.getatext import TZ
+from smsrent.service.delivery import WaitResult
+
+from .conftest import World, WorldFactory, every, requests, settle
+
+pytestmark = pytest.mark.anyio
+
+STATUS = ("POST", "/api/v1/rental-status")
+HOOK = "http://smsrent.test/webhooks/getatext/s3cret"
+
+
+def receiver(world: World, answers: list[bool]) -> Starlette:
+    """What the HTTP mode's webhook route does: parse the body, hand it to Delivery.push."""
+
+    async def hook(request: Request) -> Response:
+        accepted = await world.delivery.push(parse_webhook(await request.json(), TZ))
+        answers.append(accepted)
+        return JSONResponse({"accepted": accepted}, status_code=200 if accepted else 404)
+
+    return Starlette(routes=[Route("/webhooks/getatext/s3cret", hook, methods=["POST"])])
+
+
+@asynccontextmanager
+async def pushing(world: World, answers: list[bool]) -> AsyncIterator[list[WaitResult]]:
+    """Delivery and the sandbox's push loop running, and a wait on a fresh Getatext rental under way."""
+    world.getatext_sandbox.webhook_url = HOOK
+    world.getatext_sandbox.webhook_transport = httpx.ASGITransport(app=receiver(world, answers))
+    results: list[WaitResult] = []
+    rental = await world.rent("getatext", service="Whatsapp")
+
+    async def wait() -> None:
+        results.append(await world.delivery.wait(rental, 8.0))
+
+    async with world.running() as tg:
+        tg.start_soon(world.getatext_sandbox.run)
+        tg.start_soon(wait)
+        with anyio.fail_after(3):
+            while requests(world.getatext_sandbox, *STATUS) < 1:  # the first poll found no code
+                await anyio.sleep(0.01)
+        yield results
+
+
+async def first(results: list[WaitResult], seconds: float) -> WaitResult:
+    with anyio.fail_after(seconds):
+        while not results:
+            await anyio.sleep(0.005)
+    return results[0]
+
+
+# The next poll would come 5 s x 4 (polling is only the safety net once pushes are on) after the first.
+SLOW = every(5.0)
+
+
+async def test_a_pushed_code_wakes_the_wait_with_the_code_from_rental_status(make_world: WorldFactory) -> None:
+    answers: list[bool] = []
+    async with make_world(schedule=SLOW, webhook_enabled=True) as world, pushing(world, answers) as results:
+        rental = next(iter(world.getatext_sandbox.rentals.values()))
+        polled = requests(world.getatext_sandbox, *STATUS)
+        sent = time.monotonic()
+        world.getatext_sandbox.deliver(rental.id, "004521")
+        result = await first(results, 1.0)
+        latency = time.monotonic() - sent
+        assert (await world.delivery.wait(f"getatext:{rental.id}", 0.3)).outcome == "still_waiting"
+        stored = await world.ledger.messages(f"getatext:{rental.id}")
+    assert latency < 1.0
+    assert answers == [True]
+    [pushed] = world.getatext_sandbox.pushed
+    assert type(pushed["code"]) is int
+    assert (pushed["code"], pushed["answer"]) == (4521, 200)
+    assert requests(world.getatext_sandbox, *STATUS) == polled + 1  # the one cross-check
+    assert result.outcome == "code_received"
+    assert result.message is not None
+    assert result.message.code == "004521"  # rental-status's string, not the pushed number
+    assert [s.message.code for s in stored] == ["004521"]  # stored once
+    assert [m.code for m in world.delivered] == ["004521"]  # listeners heard of it once
+
+
+async def test_a_push_for_an_unknown_rental_is_refused_and_stores_nothing(make_world: WorldFactory) -> None:
+    async with make_world(schedule=SLOW, webhook_enabled=True) as world:
+        body = {"id": 99999, "code": 4521, "received_at": "2025-07-06 15:43:37", "number": "1234567890"}
+        with anyio.fail_after(5):
+            async with world.running():
+                assert await world.delivery.push(parse_webhook(body, TZ)) is False
+        assert await world.ledger.messages("getatext:99999") == []
+        assert await world.ledger.rental("getatext:99999") is None
+        assert world.getatext_sandbox.requests == []  # not even a cross-check
+        assert world.delivered == []
+
+
+async def test_when_rental_status_fails_the_pushed_code_is_still_delivered(make_world: WorldFactory) -> None:
+    answers: list[bool] = []
+    async with make_world(schedule=SLOW, webhook_enabled=True) as world, pushing(world, answers) as results:
+        rental = next(iter(world.getatext_sandbox.rentals.values()))
+        world.getatext_sandbox.inject(*STATUS, "500", times=100)
+        failed_before = requests(world.getatext_sandbox, *STATUS)
+        world.getatext_sandbox.deliver(rental.id, "731954")
+        result = await first(results, 1.0)
+        assert requests(world.getatext_sandbox, *STATUS) == failed_before + 1  # the cross-check was tried
+    assert answers == [True]
+    assert result.outcome == "code_received"
+    assert result.message is not None
+    assert result.message.code == "731954"
+    assert result.message.received_at is not None
+    assert result.message.received_at.utcoffset() is not None
+
+
+async def test_a_code_pushed_without_its_zeros_is_not_returned_again_once_status_recovers(
+    make_world: WorldFactory,
+) -> None:
+    answers: list[bool] = []
+    async with make_world(schedule=every(0.2), webhook_enabled=True) as world, pushing(world, answers) as results:
+        rental = next(iter(world.getatext_sandbox.rentals.values()))
+        world.getatext_sandbox.inject(*STATUS, "500", times=1)  # the cross-check fails
+        world.getatext_sandbox.deliver(rental.id, "004521")
+        result = await first(results, 1.0)
+        await settle(1.2)  # rental-status works again and shows "004521"
+        again = await world.delivery.wait(f"getatext:{rental.id}", 0.5)
+        assert requests(world.getatext_sandbox, *STATUS) >= 3
+    assert result.message is not None
+    assert result.message.code is not None
+    assert result.message.code.lstrip("0") == "4521"
+    assert again.outcome == "still_waiting"  # the same SMS is not a second code
