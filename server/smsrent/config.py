@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import tzinfo
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -56,7 +56,14 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_WEBHOOK_SECRET"))
     webhook_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("SMSRENT_WEBHOOK_IPS"))
     webhook_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("SMSRENT_WEBHOOK_PORT"))
-    log_level: str = Field("INFO", validation_alias=_env("SMSRENT_LOG_LEVEL"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias=_env("SMSRENT_LOG_LEVEL")
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("getatext_timezone")
     @classmethod

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from smsrent import __version__
 from smsrent.config import Settings
 from smsrent.mcp import resources, tools
+from smsrent.mcp.logs import ClientLogs
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import Subscriptions
 from smsrent.mcp.webhook import webhook_app
@@ -131,6 +132,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
     factory = providers or (sandbox_providers if sandbox else lambda: configured_providers(settings))
     runtime = Runtime()
     subscriptions = Subscriptions()
+    client_logs = ClientLogs(logging.getLevelNamesMapping()[settings.log_level])
     webhook_secret = settings.webhook_secret or (SecretStr(secrets.token_urlsafe(16)) if sandbox else None)
 
     @asynccontextmanager
@@ -161,6 +163,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
             stack.callback(tasks.cancel_scope.cancel)
             tasks.start_soon(rentals.reconcile_all)
             tasks.start_soon(delivery.run)
+            tasks.start_soon(client_logs.run)
             for sandbox_server in built.sandboxes:
                 tasks.start_soon(sandbox_server.run)
             runtime.state = state
@@ -176,6 +179,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
         subscriptions=subscriptions.bus,
     )
     subscriptions.install(mcp)
+    client_logs.install(mcp)
     tools.register(mcp, read_only=settings.read_only)
     resources.register(mcp, runtime)
     return App(mcp, runtime, settings, webhook_secret, sandbox)
