@@ -130,7 +130,7 @@ def make_world(tmp_path: Path, timing: SandboxTiming) -> WorldFactory:
             async def listen(messages: Sequence[Message]) -> None:
                 world.delivered.extend(messages)
 
-            delivery.listeners.append(listen)
+            rentals.observers.append(listen)
             yield world
 
     return build

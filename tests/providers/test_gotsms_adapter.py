@@ -383,7 +383,6 @@ PAGED_LISTS: dict[str, tuple[str, Callable[[int], dict[str, Any]], str, str]] = 
     "rent_plans": ("/rents/plans", lambda n: {"id": f"p{n}", "price": n}, "plan_id", "gotsms:p"),
     "rents": ("/rents", lambda n: {"id": f"r{n}", "status": "active"}, "rental_id", "gotsms:r"),
     "messages": ("/messages", lambda n: message_item(f"m{n}"), "message_id", "gotsms:m"),
-    "unread_messages": ("/messages/unread", lambda n: message_item(f"m{n}"), "message_id", "gotsms:m"),
 }
 
 
@@ -397,6 +396,33 @@ async def test_lists_follow_pagination_to_the_last_page(router: Router, gotsms: 
     assert len(router.requests) == 3
     for number, request in enumerate(router.requests, start=1):
         expect(request, "GET", path, query={"page": str(number)})
+
+
+async def test_unread_messages_follow_pages_that_stay_put(router: Router, gotsms: GotSmsProvider) -> None:
+    """A server that does not mark listed messages read: page 1 again shows nothing new, then pages 2 and 3."""
+    pages = [[message_item("m1"), message_item("m2")], [message_item("m3"), message_item("m4")], [message_item("m5")]]
+    router.add("GET", "/api/messages/unread", paged("/messages/unread", pages))
+    found = await gotsms.unread_messages()
+    assert [m.message_id for m in found] == [f"gotsms:m{n}" for n in range(1, 6)]
+    assert [r.url.params["page"] for r in router.requests] == ["1", "1", "2", "3"]
+
+
+async def test_unread_messages_reread_page_one_when_listing_marks_read(router: Router, gotsms: GotSmsProvider) -> None:
+    """A server that marks what it lists as read: later messages move up to page 1, so nothing is skipped."""
+    unread = [message_item(f"m{n}") for n in range(1, 6)]
+
+    def shrinking(request: httpx.Request) -> httpx.Response:
+        number = int(request.url.params["page"])
+        shown = unread[(number - 1) * 2 : number * 2]
+        meta = {"current_page": number, "last_page": max(1, -(-len(unread) // 2)), "per_page": 2}
+        for item in shown:
+            unread.remove(item)
+        return json_response(200, {"success": True, "data": shown, "meta": meta})
+
+    router.add("GET", "/api/messages/unread", shrinking)
+    found = await gotsms.unread_messages()
+    assert [m.message_id for m in found] == [f"gotsms:m{n}" for n in range(1, 6)]
+    assert unread == []
 
 
 async def test_pagination_stops_without_meta(router: Router, gotsms: GotSmsProvider) -> None:
@@ -533,13 +559,13 @@ async def test_get_rental_unknown(router: Router, gotsms: GotSmsProvider) -> Non
     assert caught.value.provider == "gotsms"
 
 
-async def test_get_messages(router: Router, gotsms: GotSmsProvider) -> None:
-    pages = {None: (["m2"], "m2"), "m2": (["m1"], None)}
+async def test_get_messages_are_oldest_first(router: Router, gotsms: GotSmsProvider) -> None:
+    pages = {None: (["m2"], "m2"), "m2": (["m1"], None)}  # the endpoint lists newest first
     router.add("GET", f"/api/numbers/{RENT}/messages", cursor_pages(pages))
     messages = await gotsms.get_messages(parse_rental_id(f"gotsms:{RENT}"))
     assert [(message.message_id, message.rental_id) for message in messages] == [
-        ("gotsms:m2", f"gotsms:{RENT}"),
         ("gotsms:m1", f"gotsms:{RENT}"),
+        ("gotsms:m2", f"gotsms:{RENT}"),
     ]
     expect(router.requests[0], "GET", f"/numbers/{RENT}/messages")
 

@@ -149,7 +149,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
             )
             rentals = Rentals(built.adapters, ledger, guard)
             delivery = Delivery(rentals, webhook_enabled=webhook_secret is not None)
-            delivery.listeners.append(subscriptions.messages_arrived)
+            rentals.observers.append(subscriptions.messages_arrived)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
             for sandbox_server in built.sandboxes:
                 if isinstance(sandbox_server, GetatextSandbox) and webhook_secret is not None:

@@ -6,6 +6,7 @@ The 2026-07-28 era has no connection-wide logging; those clients read stderr lik
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from typing import Any
@@ -71,10 +72,8 @@ class ClientLogs(logging.Handler):
         if self._send is None or threading.current_thread() is not self._loop_thread:
             return  # only the event loop's records, while running: the queue is not thread-safe
         if any(record.levelno >= level for _, level in self._wanted.values()):
-            try:
+            with contextlib.suppress(anyio.WouldBlock):  # a slow client loses log lines, never the server's time
                 self._send.send_nowait((record.levelno, record.name, self.format(record)))
-            except anyio.WouldBlock:
-                pass  # a slow client loses log lines, never the server's time
 
     async def run(self) -> None:
         """Deliver queued records until cancelled; attached to the `smsrent` logger meanwhile."""

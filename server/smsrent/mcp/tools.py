@@ -287,9 +287,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         Getatext numbers are always online. Example: wake_up(rental_id="gotsms:9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f").
         """
         state = _state(ctx)
-        status = await state.rentals.wake_up(rental_id)
-        if status.wake_till is not None:
-            state.delivery.expect(status.rental_id, status.wake_till.timestamp())
+        status = await state.delivery.wake(rental_id)
         return WakeResult.of(status, state.provider_ref("gotsms"))
 
     if read_only:

@@ -132,8 +132,21 @@ class GotSmsProvider(HttpProvider):
         return parse_each(_to_message, await self._collect("/messages"))
 
     async def unread_messages(self) -> list[Message]:
-        """GET /messages/unread, every page. May be the only sighting of a message: store what it returns."""
-        return parse_each(_to_message, await self._collect("/messages/unread"))
+        """GET /messages/unread until nothing new shows. May be the only sighting of a message: store what it
+        returns. Listing may mark messages read and move later ones up, so page 1 is read again while it brings
+        new messages, then any further pages in order."""
+        found: dict[str, dict[str, Any]] = {}
+        page = 1
+        for _ in range(MAX_PAGES):
+            items, more = await self._page("/messages/unread", page)
+            fresh = {_item_key(item): item for item in items if _item_key(item) not in found}
+            found.update(fresh)
+            if fresh and page == 1:
+                continue
+            if not more:
+                break
+            page += 1
+        return parse_each(_to_message, found.values())
 
     async def message_page(self, page: int) -> tuple[list[Message], bool]:
         """GET /messages?page=N, newest first, and whether older pages follow: a poller stops at a known message.
@@ -193,7 +206,8 @@ class GotSmsProvider(HttpProvider):
         )
 
     async def get_messages(self, rental: Ref) -> list[Message]:
-        return await self.number_messages(rental.local_id)
+        """Oldest first (the endpoint lists newest first)."""
+        return list(reversed(await self.number_messages(rental.local_id)))
 
     async def refund(self, rental: Ref) -> Receipt:
         return await self.refund_rent(rental.local_id)
@@ -242,6 +256,10 @@ def _meta(payload: Any) -> dict[str, Any]:
 
 def _items(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _item_key(item: dict[str, Any]) -> str:
+    return to_text(item.get("id")) or fingerprint(item.get("rent_id"), item.get("received_at"), item.get("body"))
 
 
 def _message(payload: Any) -> str | None:

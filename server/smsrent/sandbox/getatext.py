@@ -99,6 +99,7 @@ class GetatextSandbox(SandboxServer):
         self.services = {api: _Service(api, name, Decimal(price), multi) for api, name, price, multi in _SERVICES}
         self._next_id = 12345
         self._outbox: list[dict[str, Any]] = []
+        self._push_client: httpx.AsyncClient | None = None
         super().__post_init__()
 
     # -- Controls -----------------------------------------------------------------------------------
@@ -130,19 +131,23 @@ class GetatextSandbox(SandboxServer):
         dues = [r.code_due for r in self.rentals.values()] + [r.message_due for r in self.long_rentals.values()]
         return min((d for d in dues if d is not None), default=None)
 
+    async def run(self) -> None:
+        async with httpx.AsyncClient(transport=self.webhook_transport, timeout=5.0) as client:
+            self._push_client = client
+            await super().run()
+
     async def flush(self) -> None:
-        if not self.webhook_url or not self._outbox:
+        if not self.webhook_url or not self._outbox or self._push_client is None:
             self._outbox.clear()
             return
         outbox, self._outbox = self._outbox, []
-        async with httpx.AsyncClient(transport=self.webhook_transport, timeout=5.0) as client:
-            for payload in outbox:
-                try:
-                    response = await client.post(self.webhook_url, json=payload)
-                    self.pushed.append({**payload, "answer": response.status_code})
-                except httpx.HTTPError as err:
-                    log.warning("sandbox webhook push failed: %s", type(err).__name__)
-                    self.pushed.append({**payload, "answer": None})
+        for payload in outbox:
+            try:
+                response = await self._push_client.post(self.webhook_url, json=payload)
+                self.pushed.append({**payload, "answer": response.status_code})
+            except httpx.HTTPError as err:
+                log.warning("sandbox webhook push failed: %s", type(err).__name__)
+                self.pushed.append({**payload, "answer": None})
 
     def _receive(self, rental: _Rental, code: str, at: float) -> None:
         rental.code, rental.code_at, rental.code_due = code, at, None

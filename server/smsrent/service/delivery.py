@@ -1,8 +1,8 @@
 """Code delivery: `wait_for_code`, the shared pollers, webhook pushes and GotSMS wake-ups.
 
-Every message goes to the ledger first, then wakes the waiters of its rental, then the listeners
-(resource subscribers). A wait claims messages through the rental's stored cursor, so it never
-misses a code that came before it started and never returns one twice.
+Every message goes to the ledger first (`Rentals.record_messages`), then wakes the waiters of its
+rental and the other observers (resource subscribers). A wait claims messages through the rental's
+stored cursor, so it never misses a code that came before it started and never returns one twice.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import anyio
 
 from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderRejected
 from smsrent.domain.ids import parse_rental_id
-from smsrent.domain.models import Message, Receipt, Rental, RentalStatus
+from smsrent.domain.models import Message, NumberStatus, Receipt, Rental, RentalStatus
 from smsrent.providers.getatext import GetatextProvider, WebhookCode
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.service.pollers import GetatextPoller, GotSmsPoller, Poller, Schedule
@@ -29,7 +29,6 @@ log = logging.getLogger("smsrent.delivery")
 
 WaitOutcome = Literal["code_received", "still_waiting", "rental_ended"]
 Progress = Callable[[float, str], Awaitable[None]]
-Listener = Callable[[Sequence[Message]], Awaitable[None]]
 PROGRESS_EVERY = 5.0
 
 
@@ -57,13 +56,14 @@ class Delivery:
         self.rentals = rentals
         self.ledger = rentals.ledger
         self.webhook_enabled = webhook_enabled
-        self.listeners: list[Listener] = []
         self._waiters: dict[str, int] = defaultdict(int)
+        self._waited: set[str] = set()
         self._expected: dict[str, float] = {}
         self._signals: dict[str, anyio.Event] = {}
         self._awake: dict[str, _Awake] = {}
         self._wake_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self.pollers: dict[str, Poller] = {}
+        rentals.observers.append(self._wake_waiters)
         schedule = schedule or Schedule()
         for provider in rentals.providers.values():
             if isinstance(provider, GotSmsProvider):
@@ -94,19 +94,18 @@ class Delivery:
     # -- Storing and fanning out ----------------------------------------------------------------------
 
     async def deliver(self, messages: Sequence[Message]) -> None:
-        """Ledger first, then the waiters of each rental, then the listeners."""
-        new = await self.ledger.add_messages(messages)
+        await self.rentals.record_messages(messages)
+
+    async def _wake_waiters(self, new: Sequence[Message]) -> None:
+        """Observer of newly stored messages: wake the waits of their rentals."""
         for rental_id in {m.rental_id for m in new}:
             signal = self._signals.pop(rental_id, None)
             if signal is not None:
                 signal.set()
-        if new:
-            for listener in self.listeners:
-                await listener(new)
 
     async def _deliver_receipt(self, receipt: Receipt) -> None:
-        await self.deliver(await self._not_pushed_before(receipt.messages))
-        await self.ledger.save_rental(receipt.rental)
+        messages = tuple(await self._not_pushed_before(receipt.messages))
+        await self.rentals.record(receipt.model_copy(update={"messages": messages}))
 
     async def _not_pushed_before(self, messages: Sequence[Message]) -> list[Message]:
         """Leave out a code stored before from a push whose JSON number lost the leading zeros: `004521` read
@@ -151,13 +150,14 @@ class Delivery:
         rental = await self.rentals.rental(ref)
         started = time.monotonic()
         self._waiters[key] += 1
-        if key not in self._expected:
-            self.expect(key, rental.started_at.timestamp() if rental.started_at else None)
+        if key not in self._waited:  # the first wait on a rental: the code was just requested, so poll fast
+            self._waited.add(key)
+            self.expect(key)
         elif (poller := self.pollers.get(ref.provider)) is not None:
             poller.kick()  # an idle poller sleeps until kicked: a later wait on a known rental must wake it
         try:
             number_state: str | None = None
-            last_report = -PROGRESS_EVERY
+            reported: tuple[float, str | None] = (-PROGRESS_EVERY, None)
             while True:
                 signal = self._signals.setdefault(key, anyio.Event())
                 waited = time.monotonic() - started
@@ -169,10 +169,11 @@ class Delivery:
                     return WaitResult("rental_ended", rental, waited, None, number_state)
                 if waited >= seconds:
                     return WaitResult("still_waiting", rental, waited, None, number_state)
+                phase = None
                 if ref.provider == "gotsms":
-                    number_state = await self._keep_awake(key)
-                if progress is not None and waited - last_report >= PROGRESS_EVERY:
-                    last_report = waited
+                    phase, number_state = await self._keep_awake(key)
+                if progress is not None and (waited - reported[0] >= PROGRESS_EVERY or phase != reported[1]):
+                    reported = (waited, phase)
                     await progress(waited, _progress_text(waited, number_state))
                 with anyio.move_on_after(min(seconds - waited, PROGRESS_EVERY, self._next_wake_check(key))):
                     await signal.wait()
@@ -189,8 +190,28 @@ class Delivery:
         upcoming = [t - now for t in (awake.online_at, awake.online_till) if t > now]
         return max(0.05, min(upcoming, default=PROGRESS_EVERY))
 
-    async def _keep_awake(self, rental_id: str) -> str:
-        """Wake a sleeping GotSMS number, follow its queue, and wake it again when its online window ends."""
+    async def wake(self, rental_id: str) -> NumberStatus:
+        """The wake_up tool: wake a GotSMS number now, and remember its windows for the waits."""
+        status = await self.rentals.wake_up(rental_id)
+        self._remember(status.rental_id, status)
+        return status
+
+    def _remember(self, rental_id: str, status: NumberStatus) -> _Awake:
+        """A number's queue and online window from its status (seconds left, so clocks need not agree)."""
+        now = time.time()
+        online_at = now + (status.wake_seconds_left or 0)
+        online_till = online_at + (status.online_seconds_left or 0)
+        if online_till <= now:
+            # Not online in whole seconds and not wakeable: an active number is at the very end of its
+            # window (look again in a moment, then wake it); anything else, look again later.
+            online_till = now + (1.0 if status.status is RentalStatus.ACTIVE else 30.0)
+        self._awake[rental_id] = awake = _Awake(online_at, online_till)
+        self.expect(rental_id, online_at)
+        return awake
+
+    async def _keep_awake(self, rental_id: str) -> tuple[str, str]:
+        """Wake a sleeping GotSMS number, follow its queue, and wake it again when its online window ends.
+        Returns the phase (queued, online, unknown) and a line for progress messages."""
         provider = self.rentals.provider("gotsms")
         assert isinstance(provider, GotSmsProvider)
         local = parse_rental_id(rental_id).local_id
@@ -208,18 +229,11 @@ class Delivery:
                 except ProviderError as err:
                     log.warning("could not check or wake %s: %s", rental_id, err.message)
                     self._awake[rental_id] = _Awake(now, now + 10.0)  # try again in a moment
-                    return "number state unknown (provider error); still polling"
-                online_at = now + (status.wake_seconds_left or 0)
-                online_till = online_at + (status.online_seconds_left or 0)
-                if online_till <= now:
-                    # Not online in whole seconds and not wakeable: an active number is at the very end of its
-                    # window (look again in a moment, then wake it); anything else, look again later.
-                    online_till = now + (1.0 if status.status is RentalStatus.ACTIVE else 30.0)
-                self._awake[rental_id] = known = _Awake(online_at, online_till)
-                self.expect(rental_id, online_at)
+                    return "unknown", "number state unknown (provider error); still polling"
+                known = self._remember(rental_id, status)
             if now < known.online_at:
-                return f"number queued, online in about {known.online_at - now:.0f} s"
-            return f"number online until {_clock(known.online_till)}"
+                return "queued", f"number queued, online in about {known.online_at - now:.0f} s"
+            return "online", f"number online until {_clock(known.online_till)}"
 
     # -- Pushes -----------------------------------------------------------------------------------
 

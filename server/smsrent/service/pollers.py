@@ -36,8 +36,8 @@ MAX_PAGES_PER_TICK = 10
 class Schedule:
     """Seconds between ticks, by how long ago a code became expected (rent, wake-up, number online)."""
 
-    steps: tuple[tuple[float, float], ...] = ((15.0, 0.5), (60.0, 1.0), (180.0, 2.0))
-    idle: float = 4.0
+    steps: tuple[tuple[float, float], ...] = ((15.0, 1.0), (30.0, 2.0), (60.0, 4.0), (300.0, 6.0))
+    idle: float = 10.0
     per_minute: int = 55  # ceiling for one account, whatever the schedule says
 
     def interval(self, age: float) -> float:
@@ -92,15 +92,19 @@ class Poller:
             try:
                 await self.tick(waiting)
             except RateLimited as err:
-                pause = err.retry_after if err.retry_after is not None else 5.0
-                log.warning("%s is rate limiting; polling slower for a while (pause %.0f s)", self.name, pause)
-                self._slow_until = time.monotonic() + 300.0
-                self._hold_until = time.monotonic() + pause
-                delay = max(delay, pause)
+                delay = max(delay, self.rate_limited(err))
             except ProviderError as err:
                 log.warning("%s poll failed: %s", self.name, err.message)
                 delay = max(delay, 2.0)
             await self._sleep(delay)
+
+    def rate_limited(self, err: RateLimited) -> float:
+        """A 429: pause the whole account for its Retry-After, then poll at half speed for five minutes."""
+        pause = err.retry_after if err.retry_after is not None else 5.0
+        log.warning("%s is rate limiting; polling slower for a while (pause %.0f s)", self.name, pause)
+        self._slow_until = time.monotonic() + 300.0
+        self._hold_until = time.monotonic() + pause
+        return pause
 
     def delay(self, waiting: dict[str, float]) -> float:
         """The next tick's delay: driven by the freshest expectation among the waited rentals."""
@@ -172,10 +176,6 @@ class GetatextPoller(Poller):
         self._due: dict[str, float] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
 
-    def poll_now(self, rental_id: str) -> None:
-        self._due[rental_id] = 0.0
-        self.kick()
-
     def delay(self, waiting: dict[str, float]) -> float:
         now = time.monotonic()
         return max(0.0, min(self._due.get(r, 0.0) for r in waiting) - now)
@@ -204,7 +204,6 @@ class GetatextPoller(Poller):
                 else:
                     await self._store(await self.provider.rental_status(ref.local_id, retry=False))
             except RateLimited as err:
-                self._slow_until = time.monotonic() + 300.0
-                self._due[rental_id] = time.monotonic() + (err.retry_after or 5.0)
+                self._due[rental_id] = time.monotonic() + self.rate_limited(err)
             except ProviderError as err:
                 log.warning("%s poll of %s failed: %s", self.name, rental_id, err.message)

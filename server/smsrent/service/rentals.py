@@ -29,7 +29,7 @@ from smsrent.domain.errors import (
     Unsupported,
 )
 from smsrent.domain.ids import ProviderName, Ref, parse_plan_id, parse_rental_id
-from smsrent.domain.models import Balance, NumberStatus, Plan, Receipt, Rental, RentalStatus
+from smsrent.domain.models import Balance, Message, NumberStatus, Plan, Receipt, Rental, RentalStatus
 from smsrent.providers.base import Provider
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
@@ -86,6 +86,7 @@ class Rentals:
         self._serial = {name: anyio.Lock() for name in self.providers}
         self._settling = {name: anyio.Lock() for name in self.providers}
         self._plans: dict[str, tuple[float, list[Plan]]] = {}
+        self.observers: list[Callable[[Sequence[Message]], Awaitable[None]]] = []
 
     def provider(self, name: str) -> Provider:
         found = self.providers.get(name)
@@ -165,7 +166,7 @@ class Rentals:
                 f"No rental {ref} is known here or at {provider.display_name}; call list_rentals to see your rentals.",
                 provider=ref.provider,
             ) from err
-        return await self._store(receipt)
+        return await self.record(receipt)
 
     async def list_rentals(
         self, status: RentalFilter = "active", provider: ProviderName | None = None
@@ -191,7 +192,7 @@ class Rentals:
             listed = await provider.long_rentals()
             one_time = [r for r in known.values() if not r.status.ended and ":long:" not in r.rental_id]
             for rental in one_time[:REFRESH_LIMIT]:
-                await self._store(await provider.get_rental(parse_rental_id(rental.rental_id)))
+                await self.record(await provider.get_rental(parse_rental_id(rental.rental_id)))
         for rental in listed:
             if rental.rental_id in known or not rental.status.ended:
                 await self.ledger.save_rental(rental)
@@ -200,12 +201,21 @@ class Rentals:
         """Every message of a rental: fetched from the provider, stored, then read back from the ledger."""
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
-        await self.ledger.add_messages(await self.provider(ref.provider).get_messages(ref))
+        await self.record_messages(await self.provider(ref.provider).get_messages(ref))
         return rental, await self.ledger.messages(str(ref))
 
-    async def _store(self, receipt: Receipt) -> Rental:
-        """Messages first (they may never be shown again), then the rental."""
-        await self.ledger.add_messages(receipt.messages)
+    async def record_messages(self, messages: Sequence[Message]) -> list[Message]:
+        """The one way messages are stored: ledger first (a provider may show a message only once), then the
+        observers (waiters, subscribers) hear of the new ones."""
+        new = await self.ledger.add_messages(messages)
+        if new:
+            for observer in self.observers:
+                await observer(new)
+        return new
+
+    async def record(self, receipt: Receipt) -> Rental:
+        """A provider's answer about a rental: its messages first, then the rental."""
+        await self.record_messages(receipt.messages)
         return await self.ledger.save_rental(receipt.rental)
 
     # -- Buying ---------------------------------------------------------------------------------------
@@ -255,12 +265,14 @@ class Rentals:
         provider = self.provider(plan.provider)
         ref = parse_plan_id(plan.plan_id)
         outcome = await self._spend(provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id)
-        rental = outcome.rental
-        defaults = {"plan_id": plan.plan_id, "price": plan.price, "service": plan.service, "started_at": _now()}
-        missing = {k: v for k, v in defaults.items() if getattr(rental, k) is None}
-        if missing:
-            rental = await self.ledger.save_rental(rental.model_copy(update=missing))
+        rental = await self._fill_in(outcome.rental, plan_id=plan.plan_id, price=plan.price, service=plan.service)
         return Outcome(rental, outcome.note)
+
+    async def _fill_in(self, rental: Rental, **known: object) -> Rental:
+        """What the purchase itself tells about a new rental, where the provider's answer left it out."""
+        defaults = {**known, "started_at": _now()}
+        missing = {k: v for k, v in defaults.items() if v is not None and getattr(rental, k) is None}
+        return await self.ledger.save_rental(rental.model_copy(update=missing)) if missing else rental
 
     async def _spend(
         self,
@@ -326,7 +338,7 @@ class Rentals:
             raise
         # The provider answered: record the outcome even if the caller is cancelled now.
         with anyio.CancelScope(shield=True):
-            rental = await self._store(receipt)
+            rental = await self.record(receipt)
             charged = price if price is not None else receipt.rental.price
             await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=rental.rental_id)
         return Outcome(rental)
@@ -461,7 +473,7 @@ class Rentals:
         before = (await provider.get_balance()).amount if ref.long else None
         receipt = await provider.refund(ref)
         status = RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
-        updated = await self._store(receipt.model_copy(update={"rental": _with(receipt.rental, status=status)}))
+        updated = await self.record(receipt.model_copy(update={"rental": _with(receipt.rental, status=status)}))
         balance_after = receipt.balance_after
         if balance_after is None:
             balance_after = (await provider.get_balance()).amount
@@ -492,7 +504,11 @@ class Rentals:
                 rental_id=str(ref),
                 price=target.price,
             )
-            return Outcome(await self.ledger.save_rental(_with(outcome.rental, plan_id=target.plan_id)), outcome.note)
+            try:  # the transition answer has the id and status only; the rent list has the new end and price
+                current = (await provider.get_rental(ref)).rental
+            except ProviderError:
+                current = outcome.rental
+            return Outcome(await self.ledger.save_rental(_with(current, plan_id=target.plan_id)), outcome.note)
         if not isinstance(provider, GetatextProvider):
             raise Unsupported(f"{provider.display_name} cannot extend rentals.")
         if plan_id is not None:
@@ -508,7 +524,11 @@ class Rentals:
             return await provider.re_rent(ref.local_id)
 
         kind: PurchaseKind = "renew" if ref.long else "rent"
-        return await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, rental_id=str(ref))
+        outcome = await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, rental_id=str(ref))
+        if ref.long:
+            return outcome
+        renewed = await self._fill_in(outcome.rental, plan_id=rental.plan_id, price=price, service=rental.service)
+        return Outcome(renewed, outcome.note)
 
     async def _one_time_price(self, provider: GetatextProvider, rental: Rental) -> Decimal | None:
         plans = await self._provider_plans(provider)
@@ -532,7 +552,7 @@ class Rentals:
         if isinstance(provider, GetatextProvider) and ref.long:
             await self.rental(ref)
             receipt = await provider.update_long_rental(ref.local_id, "auto_renew", auto_renew=enabled)
-            return Outcome(await self._store(receipt))
+            return Outcome(await self.record(receipt))
         raise Unsupported("Only GotSMS monthly rents and Getatext long rentals can auto-renew.")
 
     async def finish(self, rental_id: str) -> Outcome:
@@ -545,7 +565,7 @@ class Rentals:
                 " refund while they are refundable."
             )
         await self.rental(ref)
-        return Outcome(await self._store(await provider.complete_rental(ref.local_id)))
+        return Outcome(await self.record(await provider.complete_rental(ref.local_id)))
 
     async def wake_up(self, rental_id: str) -> NumberStatus:
         """Wake a GotSMS number; an already awake or queued number just reports its windows."""
