@@ -283,10 +283,16 @@ async def test_completion_suggests_service_names(client: Client) -> None:
     assert nothing.values == []
 
 
-async def test_completion_survives_a_provider_failure(client: Client, getatext_sandbox: GetatextSandbox) -> None:
+async def test_completion_survives_a_provider_failure(
+    client: Client, getatext_sandbox: GetatextSandbox, gotsms_sandbox: GotSmsSandbox
+) -> None:
     getatext_sandbox.inject("GET", "/api/v1/prices-info", "500", times=3)
-    down = (await client.complete(PROMPT_REF, {"name": "service", "value": "te"})).completion
-    assert down.values == []
+    gotsms_sandbox.inject("GET", "/api/rents/plans", "500", times=3)
+    nobody = (await client.complete(PROMPT_REF, {"name": "service", "value": "te"})).completion
+    assert nobody.values == []
+    getatext_sandbox.inject("GET", "/api/v1/prices-info", "500", times=3)
+    one_down = (await client.complete(PROMPT_REF, {"name": "service", "value": "te"})).completion
+    assert one_down.values == ["Telegram"]  # from the provider that answered
     error = await fails(client, "list_plans", provider="gotsms", max_price="-1")
     assert "max_price" in error
     assert (await client.complete(PROMPT_REF, {"name": "service", "value": "te"})).completion.values == ["Telegram"]

@@ -604,11 +604,24 @@ async def test_messages_are_stored_oldest_first_whatever_order_the_provider_list
 async def test_balances_report_each_provider_and_the_ones_that_failed(
     rentals: Rentals, getatext_sandbox: GetatextSandbox
 ) -> None:
-    report = await rentals.balances()
-    assert [(b.provider, b.amount) for b in report.balances] == [("getatext", GETATEXT_START), ("gotsms", GOTSMS_START)]
+    balances, unavailable = await rentals.balances()
+    assert [(b.provider, b.amount) for b in balances] == [("getatext", GETATEXT_START), ("gotsms", GOTSMS_START)]
+    assert unavailable == {}
     getatext_sandbox.inject("GET", "/api/v1/balance", "500", times=10)
-    report = await rentals.balances()
-    assert [b.provider for b in report.balances] == ["gotsms"]
-    assert set(report.unavailable) == {"getatext"}
+    balances, unavailable = await rentals.balances()
+    assert [b.provider for b in balances] == ["gotsms"]
+    assert set(unavailable) == {"getatext"}
     with pytest.raises(ProviderUnavailable):
         await rentals.balances("getatext")
+
+
+async def test_offers_list_the_providers_that_answered_and_report_the_others(
+    rentals: Rentals, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    gotsms_sandbox.inject("GET", "/api/rents/plans", "500", times=10)
+    plans, unavailable = await rentals.offers(service="telegram")
+    assert {p.provider for p in plans} == {"getatext"}
+    assert set(unavailable) == {"gotsms"}
+    assert "GotSMS" in unavailable["gotsms"]
+    with pytest.raises(ProviderUnavailable):
+        await rentals.offers(service="telegram", provider="gotsms")

@@ -101,6 +101,10 @@ def _state(ctx: Ctx) -> AppState:
     return ctx.request_context.lifespan_context
 
 
+def _problems(failures: dict[str, str]) -> list[ProviderProblem]:
+    return [ProviderProblem(provider=name, error=error) for name, error in failures.items()]
+
+
 def _rental_view(state: AppState, rental: Rental) -> RentalView:
     return RentalView.of(rental, state.provider_ref(rental.provider))
 
@@ -160,10 +164,10 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         Example: get_balance() or get_balance(provider="gotsms").
         """
         state = _state(ctx)
-        report = await state.rentals.balances(provider)
+        balances, failures = await state.rentals.balances(provider)
         return BalanceResult(
-            balances=[BalanceView.of(b, state.provider_ref(b.provider)) for b in report.balances],
-            unavailable=[ProviderProblem(provider=name, error=e) for name, e in report.unavailable.items()],
+            balances=[BalanceView.of(b, state.provider_ref(b.provider)) for b in balances],
+            unavailable=_problems(failures),
         )
 
     @mcp.tool(title="List rentable plans", annotations=READ)
@@ -183,10 +187,13 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         Example: list_plans(service="telegram", country="USA", max_price=2).
         """
         state = _state(ctx)
-        plans = await state.rentals.plans(service=service, country=country, provider=provider, max_price=max_price)
+        plans, failures = await state.rentals.offers(
+            service=service, country=country, provider=provider, max_price=max_price
+        )
         return PlansResult(
             plans=[PlanView.of(p, state.provider_ref(p.provider)) for p in plans],
             count=len(plans),
+            unavailable=_problems(failures),
             next_step="Rent with rent_number(plan_id=..., max_price=...)."
             if plans
             else "Nothing matches: widen the filters (service spelling, country, max_price).",
@@ -258,7 +265,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         return RentalsResult(
             rentals=[_rental_view(state, r) for r in rentals],
             count=len(rentals),
-            stale=[ProviderProblem(provider=name, error=e) for name, e in stale.items()],
+            stale=_problems(stale),
         )
 
     @mcp.tool(title="Get a rental's messages", annotations=READ)

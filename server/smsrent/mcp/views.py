@@ -144,6 +144,7 @@ class BalanceResult(_View):
 class PlansResult(_View):
     plans: list[PlanView] = Field(description="Cheapest first.")
     count: int
+    unavailable: list[ProviderProblem] = Field(description="Providers whose plans could not be listed just now.")
     next_step: str
 
 

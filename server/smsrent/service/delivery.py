@@ -58,6 +58,7 @@ class Delivery:
         self.webhook_enabled = webhook_enabled
         self._waiters: dict[str, int] = defaultdict(int)
         self._waited: set[str] = set()
+        self._started: dict[str, float] = {}  # each waited rental's start, to bound how far back pages are read
         self._expected: dict[str, float] = {}
         self._signals: dict[str, anyio.Event] = {}
         self._awake: dict[str, _Awake] = {}
@@ -135,11 +136,7 @@ class Delivery:
 
     async def _oldest_start(self, rental_ids: Collection[str]) -> float:
         """How far back a message page must be read: the earliest start among the waited rentals."""
-        starts = []
-        for rental_id in rental_ids:
-            rental = await self.ledger.rental(rental_id)
-            starts.append(rental.started_at.timestamp() if rental and rental.started_at else 0.0)
-        return min(starts, default=0.0) - 60.0
+        return min((self._started.get(r, 0.0) for r in rental_ids), default=0.0) - 60.0
 
     # -- Waiting ------------------------------------------------------------------------------------
 
@@ -150,6 +147,7 @@ class Delivery:
         rental = await self.rentals.rental(ref)
         started = time.monotonic()
         self._waiters[key] += 1
+        self._started[key] = rental.started_at.timestamp() if rental.started_at else 0.0
         if key not in self._waited:  # the first wait on a rental: the code was just requested, so poll fast
             self._waited.add(key)
             self.expect(key)

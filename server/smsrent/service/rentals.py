@@ -7,6 +7,7 @@ further purchases on that provider until `reconcile` finds out what happened.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -14,7 +15,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 import anyio
 
@@ -37,6 +38,7 @@ from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import DAY, Ledger, Purchase, PurchaseKind, StoredMessage
 
 log = logging.getLogger("smsrent.rentals")
+T = TypeVar("T")
 
 PLAN_CACHE_SECONDS = 30.0
 REFRESH_LIMIT = 25  # one-time Getatext rentals re-checked per list_rentals call
@@ -69,12 +71,6 @@ class RefundOutcome:
     balance_after: Decimal | None
 
 
-@dataclass(frozen=True)
-class BalanceReport:
-    balances: list[Balance]
-    unavailable: dict[str, str]
-
-
 class Rentals:
     """The rental service over the configured providers, the ledger and the money guard."""
 
@@ -101,27 +97,51 @@ class Rentals:
 
     # -- Reading --------------------------------------------------------------------------------------
 
-    async def balances(self, provider: ProviderName | None = None) -> BalanceReport:
-        """Each selected provider's balance; a provider that fails is reported, unless all fail."""
+    async def _each(
+        self, provider: ProviderName | None, ask: Callable[[Provider], Awaitable[T]]
+    ) -> tuple[list[T], dict[str, str]]:
+        """Ask every selected provider at once; one that fails is reported, unless all fail (then it raises)."""
         targets = self._selected(provider)
-        results: dict[str, Balance | ProviderError] = {}
+        answers: dict[str, T] = {}
+        failures: dict[str, ProviderError] = {}
 
-        async def fetch(p: Provider) -> None:
+        async def one(p: Provider) -> None:
             try:
-                results[p.name] = await p.get_balance()
+                answers[p.name] = await ask(p)
             except ProviderError as err:
-                results[p.name] = err
+                failures[p.name] = err
 
         async with anyio.create_task_group() as tg:
             for p in targets:
-                tg.start_soon(fetch, p)
-        balances = [r for r in results.values() if isinstance(r, Balance)]
-        failures = {name: r for name, r in results.items() if isinstance(r, ProviderError)}
-        if not balances:
+                tg.start_soon(one, p)
+        if not answers:
             raise next(iter(failures.values()))
-        return BalanceReport(
-            sorted(balances, key=lambda b: b.provider), {n: e.message for n, e in sorted(failures.items())}
-        )
+        return [answers[n] for n in sorted(answers)], {n: e.message for n, e in sorted(failures.items())}
+
+    async def balances(self, provider: ProviderName | None = None) -> tuple[list[Balance], dict[str, str]]:
+        """Each selected provider's balance, and the providers that could not say."""
+        return await self._each(provider, lambda p: p.get_balance())
+
+    async def offers(
+        self,
+        *,
+        service: str | None = None,
+        country: str | None = None,
+        provider: ProviderName | None = None,
+        max_price: Decimal | None = None,
+    ) -> tuple[list[Plan], dict[str, str]]:
+        """Every plan of the selected providers that matches, cheapest first (unknown prices last), and the
+        providers that could not list theirs."""
+        lists, failures = await self._each(provider, self._provider_plans)
+        matches = [
+            plan
+            for plan in itertools.chain.from_iterable(lists)
+            if _service_matches(plan, service)
+            and _country_matches(plan, country)
+            and (max_price is None or (plan.price is not None and plan.price <= max_price))
+        ]
+        ordered = sorted(matches, key=lambda p: (p.price is None, p.price or 0, p.provider, p.service, p.plan_id))
+        return ordered, failures
 
     async def plans(
         self,
@@ -131,18 +151,9 @@ class Rentals:
         provider: ProviderName | None = None,
         max_price: Decimal | None = None,
     ) -> list[Plan]:
-        """Every plan of the selected providers that matches, cheapest first (unknown prices last)."""
-        found: list[Plan] = []
-        for p in self._selected(provider):
-            found.extend(await self._provider_plans(p))
-        matches = [
-            plan
-            for plan in found
-            if _service_matches(plan, service)
-            and _country_matches(plan, country)
-            and (max_price is None or (plan.price is not None and plan.price <= max_price))
-        ]
-        return sorted(matches, key=lambda p: (p.price is None, p.price or 0, p.provider, p.service, p.plan_id))
+        """The matching plans of `offers`, without the report of providers that failed."""
+        found, _ = await self.offers(service=service, country=country, provider=provider, max_price=max_price)
+        return found
 
     async def _provider_plans(self, provider: Provider) -> list[Plan]:
         cached = self._plans.get(provider.name)
