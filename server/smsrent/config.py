@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -20,6 +19,12 @@ from smsrent.providers.getatext import DEFAULT_BASE_URL as GETATEXT_DEFAULT_URL
 from smsrent.providers.gotsms import DEFAULT_BASE_URL as GOTSMS_DEFAULT_URL
 
 PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)]
+
+
+def _user_data_dir() -> Path:
+    import platformdirs  # only when SMSRENT_DATA_DIR is unset
+
+    return Path(platformdirs.user_data_dir("smsrent", appauthor=False))
 
 
 def _env(name: str) -> AliasChoices:
@@ -41,10 +46,7 @@ class Settings(BaseSettings):
         default_factory=dict, validation_alias=_env("GETATEXT_LONG_RENTAL_PRICES")
     )
 
-    data_dir: Path = Field(
-        default_factory=lambda: Path(platformdirs.user_data_dir("smsrent", appauthor=False)),
-        validation_alias=_env("SMSRENT_DATA_DIR"),
-    )
+    data_dir: Path = Field(default_factory=_user_data_dir, validation_alias=_env("SMSRENT_DATA_DIR"))
     max_price: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_MAX_PRICE"))
     daily_budget: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_DAILY_BUDGET"))
     confirm_above: Annotated[Decimal, Field(ge=0)] | None = Field(None, validation_alias=_env("SMSRENT_CONFIRM_ABOVE"))

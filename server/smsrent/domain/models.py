@@ -39,7 +39,8 @@ class RentalStatus(StrEnum):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Built on first use, not at import: nothing needs these before the first provider answer.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class Plan(_Model):

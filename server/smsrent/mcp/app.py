@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import logging
 import secrets
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 import httpx
@@ -141,8 +139,8 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
             built = factory()
             for adapter in built.adapters:
                 stack.push_async_callback(adapter.aclose)
-            ledger_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) if built.sandboxes else None
-            ledger = await Ledger.open(ledger_dir / "ledger.sqlite3" if ledger_dir else settings.ledger_path)
+            # The in-process sandbox forgets its rentals at exit, so its ledger lives in memory too.
+            ledger = await Ledger.open(":memory:" if built.sandboxes else settings.ledger_path)
             stack.push_async_callback(ledger.close)
             guard = MoneyGuard(
                 settings.max_price, settings.daily_budget, settings.confirm_above, settings.allow_auto_renew

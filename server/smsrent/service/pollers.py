@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -42,6 +42,14 @@ class Schedule:
 
     def interval(self, age: float) -> float:
         return next((every for until, every in self.steps if age < until), self.idle)
+
+
+def burst_start(expected: Iterable[float], burst: float = 2.0) -> float:
+    """When the latest burst of expectations began: those within `burst` seconds of the freshest count as one,
+    so a hundred waits that start together cost what one does."""
+    times = list(expected)
+    freshest = max(times)
+    return min(t for t in times if t >= freshest - burst)
 
 
 class RateWindow:
@@ -111,8 +119,8 @@ class Poller:
         return pause
 
     def delay(self, waiting: dict[str, float]) -> float:
-        """The next tick's delay: driven by the freshest expectation among the waited rentals."""
-        age = time.time() - max(waiting.values())
+        """The next tick's delay, by the age of the latest burst of expectations among the waited rentals."""
+        age = time.time() - burst_start(waiting.values())
         slow = 2.0 if time.monotonic() < self._slow_until else 1.0
         return self.schedule.interval(age) * slow
 
