@@ -111,7 +111,7 @@ def make_world(tmp_path: Path, timing: SandboxTiming) -> WorldFactory:
         gotsms_sandbox: GotSmsSandbox | None = None,
         getatext_sandbox: GetatextSandbox | None = None,
         ledger_path: Path | None = None,
-        webhook_enabled: bool = False,
+        pushes_arrive: bool = False,
     ) -> AsyncIterator[World]:
         nonlocal built
         built += 1
@@ -124,7 +124,8 @@ def make_world(tmp_path: Path, timing: SandboxTiming) -> WorldFactory:
             ledger = await Ledger.open(ledger_path or tmp_path / f"ledger-{built}.sqlite3")
             stack.push_async_callback(ledger.close)
             rentals = Rentals([gotsms, getatext], ledger, MoneyGuard())
-            delivery = Delivery(rentals, schedule=schedule, webhook_enabled=webhook_enabled)
+            delivery = Delivery(rentals, schedule=schedule)
+            delivery.pushes_arrive = pushes_arrive
             world = World(gs, ga, gotsms, getatext, ledger, delivery)
 
             async def listen(messages: Sequence[Message]) -> None:

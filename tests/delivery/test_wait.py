@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 import smsrent.service.delivery as delivery_module
+from smsrent.domain.models import RentalStatus
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import WaitResult
 
@@ -214,3 +215,21 @@ async def test_a_number_whose_window_ends_during_a_wait_is_woken_again(make_worl
         assert woken_again - first_wake >= 1.4  # not before the first window ended
         assert woken_again - first_wake < 4.0  # ... and soon after it did
         assert code_of(result[0]) == "577215"
+
+
+async def test_an_ended_rental_gets_a_last_look_for_a_code_no_poll_saw(make_world: WorldFactory) -> None:
+    """The code came just before the rental ended and before any poll: the wait still returns it."""
+    async with make_world(schedule=every(60.0)) as world:
+        rental = await world.rent("getatext")
+        local = int(rental.split(":")[1])
+        world.getatext_sandbox.deliver(local, "004521")
+        known = await world.ledger.rental(rental)
+        assert known is not None
+        await world.ledger.save_rental(known.model_copy(update={"status": RentalStatus.EXPIRED}))
+        with anyio.fail_after(5):
+            result = await world.delivery.wait(rental, 1.0)  # no poller running: only the last look can see it
+            after = await world.delivery.wait(rental, 1.0)
+    assert result.outcome == "code_received"
+    assert result.message is not None
+    assert result.message.code == "004521"
+    assert after.outcome == "rental_ended"

@@ -19,7 +19,7 @@ from smsrent.providers.getatext import parse_webhook
 from smsrent.sandbox.getatext import TZ
 from smsrent.service.delivery import WaitResult
 
-from .conftest import World, WorldFactory, every, requests, settle
+from .conftest import World, WorldFactory, every, requests
 
 pytestmark = pytest.mark.anyio
 
@@ -71,7 +71,7 @@ SLOW = every(5.0)
 
 async def test_a_pushed_code_wakes_the_wait_with_the_code_from_rental_status(make_world: WorldFactory) -> None:
     answers: list[bool] = []
-    async with make_world(schedule=SLOW, webhook_enabled=True) as world, pushing(world, answers) as results:
+    async with make_world(schedule=SLOW, pushes_arrive=True) as world, pushing(world, answers) as results:
         rental = next(iter(world.getatext_sandbox.rentals.values()))
         polled = requests(world.getatext_sandbox, *STATUS)
         sent = time.monotonic()
@@ -94,7 +94,7 @@ async def test_a_pushed_code_wakes_the_wait_with_the_code_from_rental_status(mak
 
 
 async def test_a_push_for_an_unknown_rental_is_refused_and_stores_nothing(make_world: WorldFactory) -> None:
-    async with make_world(schedule=SLOW, webhook_enabled=True) as world:
+    async with make_world(schedule=SLOW, pushes_arrive=True) as world:
         body = {"id": 99999, "code": 4521, "received_at": "2025-07-06 15:43:37", "number": "1234567890"}
         with anyio.fail_after(5):
             async with world.running():
@@ -105,36 +105,37 @@ async def test_a_push_for_an_unknown_rental_is_refused_and_stores_nothing(make_w
         assert world.delivered == []
 
 
-async def test_when_rental_status_fails_the_pushed_code_is_still_delivered(make_world: WorldFactory) -> None:
-    answers: list[bool] = []
-    async with make_world(schedule=SLOW, webhook_enabled=True) as world, pushing(world, answers) as results:
-        rental = next(iter(world.getatext_sandbox.rentals.values()))
-        world.getatext_sandbox.inject(*STATUS, "500", times=100)
-        failed_before = requests(world.getatext_sandbox, *STATUS)
-        world.getatext_sandbox.deliver(rental.id, "731954")
-        result = await first(results, 1.0)
-        assert requests(world.getatext_sandbox, *STATUS) == failed_before + 1  # the cross-check was tried
-    assert answers == [True]
-    assert result.outcome == "code_received"
-    assert result.message is not None
-    assert result.message.code == "731954"
-    assert result.message.received_at is not None
-    assert result.message.received_at.utcoffset() is not None
-
-
-async def test_a_code_pushed_without_its_zeros_is_not_returned_again_once_status_recovers(
+async def test_when_rental_status_fails_a_numeric_push_waits_for_the_status_to_keep_its_zeros(
     make_world: WorldFactory,
 ) -> None:
     answers: list[bool] = []
-    async with make_world(schedule=every(0.2), webhook_enabled=True) as world, pushing(world, answers) as results:
+    async with make_world(schedule=every(0.2), pushes_arrive=True) as world, pushing(world, answers) as results:
         rental = next(iter(world.getatext_sandbox.rentals.values()))
-        world.getatext_sandbox.inject(*STATUS, "500", times=1)  # the cross-check fails
-        world.getatext_sandbox.deliver(rental.id, "004521")
-        result = await first(results, 1.0)
-        await settle(1.2)  # rental-status works again and shows "004521"
+        world.getatext_sandbox.inject(*STATUS, "500", times=1)  # the confirmation fails once
+        world.getatext_sandbox.deliver(rental.id, "004521")  # pushed as the JSON number 4521
+        result = await first(results, 3.0)
         again = await world.delivery.wait(f"getatext:{rental.id}", 0.5)
-        assert requests(world.getatext_sandbox, *STATUS) >= 3
+        assert requests(world.getatext_sandbox, *STATUS) >= 2  # the failed confirmation, then the poll
+    assert answers == [True]
+    assert result.outcome == "code_received"
     assert result.message is not None
-    assert result.message.code is not None
-    assert result.message.code.lstrip("0") == "4521"
-    assert again.outcome == "still_waiting"  # the same SMS is not a second code
+    assert result.message.code == "004521"  # never "4521": the unconfirmed number was not stored
+    assert again.outcome == "still_waiting"  # one SMS, one code
+
+
+async def test_when_rental_status_fails_a_push_with_a_string_code_is_delivered_as_sent(
+    make_world: WorldFactory,
+) -> None:
+    async with make_world(schedule=SLOW, pushes_arrive=True) as world:
+        rental = await world.rent("getatext")
+        world.getatext_sandbox.inject(*STATUS, "500", times=100)
+        body = {"id": int(rental.split(":")[1]), "code": "004521", "received_at": "2025-07-06 15:43:37"}
+        with anyio.fail_after(5):
+            async with world.running():
+                assert await world.delivery.push(parse_webhook(body, TZ)) is True
+                result = await world.delivery.wait(rental, 1.0)
+    assert result.outcome == "code_received"
+    assert result.message is not None
+    assert result.message.code == "004521"
+    assert result.message.received_at is not None
+    assert result.message.received_at.utcoffset() is not None

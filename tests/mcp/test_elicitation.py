@@ -138,3 +138,30 @@ async def test_no_threshold_means_no_question(
     async with Client(unguarded.mcp, mode=mode, elicitation_callback=human) as client:
         await ok(client, "rent_number", plan_id="getatext:whatsapp", max_price="1")
     assert human.asked == []
+
+
+@pytest.mark.parametrize("approve", [True, False], ids=["approved", "declined"])
+async def test_extensions_above_the_threshold_ask_too(
+    app: App, mode: str, approve: bool, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    """Moving a GotSMS daily rent to a weekly plan is a purchase like a rent: above the threshold, the human decides."""
+    plans = gotsms_sandbox.plans.values()
+    discord = {p.duration_type: p for p in plans if (p.service, p.country) == ("Discord", "USA")}
+    day, week = discord["day"], discord["week"]
+    human = Human()
+    async with Client(app.mcp, mode=mode, elicitation_callback=human) as client:
+        rented = await ok(client, "rent_number", plan_id=f"gotsms:{day.id}", max_price="1")  # 0.60: asked too
+        human.asked.clear()
+        human.approve = approve
+        arguments = {"rental_id": rented["rental"]["rental_id"], "plan_id": f"gotsms:{week.id}", "max_price": "5"}
+        if approve:
+            changed = await ok(client, "extend_rental", **arguments)
+            assert changed["rental"]["plan_id"] == f"gotsms:{week.id}"
+        else:
+            error = await fails(client, "extend_rental", **arguments)
+            assert "nothing was bought" in error
+    [question] = human.asked
+    assert "extending gotsms:" in question.message
+    assert f"{week.price} USD" in question.message
+    transitions = [p for p in posts(gotsms_sandbox) if p.endswith("/transition")]
+    assert len(transitions) == (1 if approve else 0)

@@ -773,3 +773,16 @@ async def test_getatext_state_changes_are_not_retried_after_a_5xx(
     with pytest.raises(ProviderUnavailable):
         await call(provider)
     assert len(router.requests) == 1
+
+
+@pytest.mark.parametrize("status", [302, 303, 307])
+async def test_a_redirected_purchase_is_uncertain_and_not_followed(
+    side: Side, router: Router, opened: list[HttpProvider], status: int
+) -> None:
+    """Redirects are not followed; after a purchase POST the provider may have acted before redirecting."""
+    err = await fail_buy(side, router, opened, httpx.Response(status, headers={"location": "https://elsewhere/"}))
+    assert type(err) is ProviderUnavailable
+    assert err.uncertain
+    assert "redirected" in err.message
+    assert len(router.requests) == 1
+    assert_clean(err, side)

@@ -424,3 +424,18 @@ async def test_concurrent_reservations_never_overshoot_the_budget(ledger: Ledger
     assert len(refused) == 72
     assert await ledger.committed() == 8 * amount <= budget
     assert len(await ledger.purchases()) == 8
+
+
+async def test_a_refund_credits_only_the_latest_purchase_of_the_rental_and_never_more_than_it_cost(
+    ledger: Ledger, ledger_path: Path
+) -> None:
+    first = await bought(ledger, "0.55", rental_id="getatext:7")
+    again = await bought(ledger, "0.55", rental_id="getatext:7")  # a re-rent settled without its new id
+    assert await ledger.committed() == Decimal("1.10")
+    await ledger.note_refund("getatext:7", Decimal("5.00"))  # a balance difference can be larger than the price
+    assert await ledger.committed() == Decimal("0.55")  # one purchase credited, by its price only
+    with sqlite3.connect(ledger_path) as db:
+        credited = dict(db.execute("SELECT purchase_id, refunded FROM purchases").fetchall())
+    assert credited == {first: None, again: "0.55"}
+    await ledger.note_refund("gotsms:unknown", Decimal("1.00"))  # nothing bought it: nothing to credit
+    assert await ledger.committed() == Decimal("0.55")

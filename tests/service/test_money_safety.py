@@ -43,10 +43,13 @@ def report(label: str, **figures: object) -> None:
 
 
 @asynccontextmanager
-async def service(ledger: Ledger, *providers: Provider, guard: MoneyGuard | None = None) -> AsyncIterator[Rentals]:
-    """Rentals over the given adapters, closed afterwards."""
+async def service(
+    ledger: Ledger, *providers: Provider, guard: MoneyGuard | None = None, settle_after: float = 0.0
+) -> AsyncIterator[Rentals]:
+    """Rentals over the given adapters, closed afterwards. `settle_after=0`: the provider's answer decides at
+    once (the grace period before "not there" counts as proof is tested on its own)."""
     try:
-        yield Rentals(list(providers), ledger, guard or MoneyGuard())
+        yield Rentals(list(providers), ledger, guard or MoneyGuard(), settle_after=settle_after)
     finally:
         for provider in providers:
             await provider.aclose()
@@ -223,6 +226,30 @@ async def test_gotsms_failure_before_it_acted_is_settled_not_bought_and_released
         assert await ledger.committed() == D("0.60") == D("25.00") - gotsms_sandbox.balance
 
 
+async def test_not_finding_a_fresh_purchase_is_no_proof_it_failed(
+    ledger: Ledger, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    """A provider may finish a purchase after the answer was lost: until `settle_after` has passed since the
+    purchase, its absence from the rent list keeps it uncertain (counted, blocking), never "not bought"."""
+    gotsms_sandbox.inject("POST", RENTS, "500")
+    async with service(ledger, gotsms_adapter(gotsms_sandbox), settle_after=0.5) as rentals:
+        plan = await discord_day(rentals)
+        with pytest.raises(PurchaseUnsettled):
+            await rentals.buy(plan, D("1.00"))
+        (purchase,) = await ledger.purchases()
+        assert purchase.state == "uncertain"
+        assert await ledger.committed() == D("1.00")
+        with pytest.raises(PurchaseUnsettled):
+            await rentals.buy(plan, D("1.00"))  # blocked, and not sent
+        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        await anyio.sleep(0.6)
+        await rentals.reconcile("gotsms")
+        (purchase,) = await ledger.purchases()
+        assert (purchase.state, purchase.note) == ("not_bought", "not found in the provider's list")
+        await rentals.buy(plan, D("1.00"))
+        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+
+
 async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_provider_until_reconciled(
     ledger: Ledger, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
@@ -289,16 +316,24 @@ async def test_two_concurrent_lost_answers_are_matched_to_two_different_rents(
     async with service(ledger, gotsms_adapter(gotsms_sandbox, transport=lossy)) as rentals:
         plan = await discord_day(rentals)
         outcomes: list[Outcome] = []
+        unsettled: list[PurchaseUnsettled] = []
 
         async def buy() -> None:
-            outcomes.append(await rentals.buy(plan, D("0.60")))
+            try:
+                outcomes.append(await rentals.buy(plan, D("0.60")))
+            except PurchaseUnsettled as err:  # settled later: another purchase was on its way meanwhile
+                unsettled.append(err)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(buy)
             tg.start_soon(buy)
+        await rentals.reconcile("gotsms")
         assert lossy.lost == 2
-        assert {o.rental.rental_id for o in outcomes} == {f"gotsms:{rent_id}" for rent_id in gotsms_sandbox.rents}
-        assert len(gotsms_sandbox.rents) == 2
+        assert len(outcomes) + len(unsettled) == 2
+        rents = {f"gotsms:{rent_id}" for rent_id in gotsms_sandbox.rents}
+        assert len(rents) == 2
+        assert {p.rental_id for p in await ledger.purchases()} == rents  # one rent each, never the same one
+        assert len({o.rental.rental_id for o in outcomes}) == len(outcomes)
         assert await states(ledger) == ["bought", "bought"]
         assert await ledger.committed() == D("1.20")
 

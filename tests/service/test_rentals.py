@@ -216,6 +216,28 @@ async def test_buy_on_gotsms_records_the_rental_and_a_bought_purchase(
     assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 1
 
 
+async def test_a_charge_above_max_price_is_recorded_and_said(rentals: Rentals, gotsms_sandbox: GotSmsSandbox) -> None:
+    """Neither API takes a price limit: if the provider's price rises between the quote and the purchase, the
+    real charge is what counts against the budget, and the result says so."""
+    plan = await plan_of(rentals, "gotsms", "Discord")
+    gotsms_sandbox.plans[local(plan.plan_id)].price = D("0.90")  # the price moves after the quote
+    outcome = await rentals.buy(plan, D("0.70"))
+    assert outcome.note is not None
+    assert "charged 0.9" in outcome.note
+    assert "more than max_price 0.70" in outcome.note
+    (purchase,) = await rentals.ledger.purchases()
+    assert (purchase.state, purchase.price) == ("bought", D("0.9"))
+    assert await rentals.ledger.committed() == D("0.9") == GOTSMS_START - gotsms_sandbox.balance
+
+
+async def test_a_quote_reads_todays_price_not_a_cached_one(rentals: Rentals, gotsms_sandbox: GotSmsSandbox) -> None:
+    plan = await plan_of(rentals, "gotsms", "Discord")  # lists (and caches) the plans
+    gotsms_sandbox.plans[local(plan.plan_id)].price = D("0.90")
+    with pytest.raises(BudgetExceeded, match=r"costs 0\.90"):
+        await rentals.quote(max_price=D("0.70"), plan_id=plan.plan_id)
+    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 0
+
+
 async def test_buy_on_getatext_fills_what_the_answer_lacks(rentals: Rentals, getatext_sandbox: GetatextSandbox) -> None:
     plan = await plan_of(rentals, "getatext", "discord")
     before = time.time()

@@ -146,7 +146,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
                 settings.max_price, settings.daily_budget, settings.confirm_above, settings.allow_auto_renew
             )
             rentals = Rentals(built.adapters, ledger, guard)
-            delivery = Delivery(rentals, webhook_enabled=webhook_secret is not None)
+            delivery = Delivery(rentals)
             rentals.observers.append(subscriptions.messages_arrived)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
             for sandbox_server in built.sandboxes:

@@ -37,6 +37,7 @@ from smsrent.mcp.views import (
     WaitResult,
     WakeResult,
 )
+from smsrent.service.rentals import Extension
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -130,26 +131,50 @@ async def _quote(
     )
 
 
-@domain_errors
-async def _approval(ctx: Ctx, plan: Annotated[Plan, Resolve(_quote)]) -> Elicit[PurchaseApproval] | PurchaseApproval:
-    """Ask the human when the price is above SMSRENT_CONFIRM_ABOVE; otherwise approve without asking."""
+def _ask(ctx: Ctx, price: Decimal, what: str) -> Elicit[PurchaseApproval] | PurchaseApproval:
+    """Ask the human when `price` is above SMSRENT_CONFIRM_ABOVE; otherwise approve without asking."""
     guard = _state(ctx).rentals.guard
-    assert plan.price is not None
-    if not guard.needs_confirmation(plan.price):
+    if not guard.needs_confirmation(price):
         return PurchaseApproval(approve=True)
     threshold = format_money(guard.confirm_above or Decimal(0))
     capabilities = ctx.client_capabilities
     if capabilities is None or capabilities.elicitation is None:
         raise ConfirmationRefused(
-            f"Refused: {plan.plan_id} costs {format_money(plan.price)} USD, above SMSRENT_CONFIRM_ABOVE"
-            f" ({threshold} USD), and this client cannot ask the human to confirm (no elicitation support);"
-            " nothing was bought. Raise SMSRENT_CONFIRM_ABOVE or use a client that supports elicitation."
+            f"Refused: {what} costs {format_money(price)} USD, above SMSRENT_CONFIRM_ABOVE ({threshold} USD), and"
+            " this client cannot ask the human to confirm (no elicitation support); nothing was bought. Raise"
+            " SMSRENT_CONFIRM_ABOVE or use a client that supports elicitation."
         )
     return Elicit(
-        f"Approve renting a {plan.service} number ({plan.country or 'any country'}, {plan.duration or 'one rental'})"
-        f" from {plan.provider} for {format_money(plan.price)} USD? Purchases above {threshold} USD need your OK.",
+        f"Approve {what} for {format_money(price)} USD? Purchases above {threshold} USD need your OK.",
         PurchaseApproval,
     )
+
+
+@domain_errors
+async def _rent_approval(
+    ctx: Ctx, plan: Annotated[Plan, Resolve(_quote)]
+) -> Elicit[PurchaseApproval] | PurchaseApproval:
+    assert plan.price is not None
+    place = f"{plan.country or 'any country'}, {plan.duration or 'one rental'}"
+    return _ask(ctx, plan.price, f"renting a {plan.service} number ({place}) from {plan.provider}")
+
+
+@domain_errors
+async def _extension(ctx: Ctx, rental_id: str, max_price: Decimal, plan_id: str | None) -> Extension:
+    """Resolve what extending would buy and cost (network read, no spending)."""
+    return await _state(ctx).rentals.extension(rental_id, max_price, plan_id)
+
+
+@domain_errors
+async def _extension_approval(
+    ctx: Ctx, extension: Annotated[Extension, Resolve(_extension)]
+) -> Elicit[PurchaseApproval] | PurchaseApproval:
+    return _ask(ctx, extension.price, f"extending {extension.ref}")
+
+
+def _approved(approval: ElicitationResult[PurchaseApproval]) -> None:
+    if approval.action != "accept" or not approval.data.approve:
+        raise ConfirmationRefused("The purchase was not approved by the human; nothing was bought.")
 
 
 def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
@@ -306,7 +331,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         ctx: Ctx,
         max_price: MaxPriceParam,
         plan: Annotated[Plan, Resolve(_quote)],
-        approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_approval)],
+        approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_rent_approval)],
         plan_id: PlanIdParam = None,
         service: ServiceParam = None,
         country: CountryParam = None,
@@ -320,8 +345,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         before trying again. Example: rent_number(service="telegram", country="USA", max_price=1.50).
         """
         state = _state(ctx)
-        if approval.action != "accept" or not approval.data.approve:
-            raise ConfirmationRefused("The purchase was not approved by the human; nothing was bought.")
+        _approved(approval)
         outcome = await state.rentals.buy(plan, max_price)
         state.delivery.expect(outcome.rental.rental_id)
         await state.subscriptions.updated([ACTIVE_URI])
@@ -359,6 +383,8 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         ctx: Ctx,
         rental_id: RentalIdParam,
         max_price: MaxPriceParam,
+        extension: Annotated[Extension, Resolve(_extension)],
+        approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_extension_approval)],
         plan_id: Annotated[
             str | None,
             Field(
@@ -373,7 +399,8 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         number). Example: extend_rental(rental_id="getatext:long:7", max_price=11).
         """
         state = _state(ctx)
-        outcome = await state.rentals.extend(rental_id, max_price, plan_id)
+        _approved(approval)
+        outcome = await state.rentals.extend_quoted(extension, max_price)
         await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
         return ChangeResult(rental=_rental_view(state, outcome.rental), note=outcome.note)
 

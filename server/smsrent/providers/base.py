@@ -231,6 +231,8 @@ class HttpProvider:
             )
         if status >= 500:
             return self._unavailable(status, f"failed{said}")
+        if 300 <= status < 400:  # not followed; after a POST the provider may have acted before redirecting
+            return self._unavailable(status, "redirected the request")
         kind = self._classify(detail)
         if kind is not None:
             message = self._refined_message(kind, detail)

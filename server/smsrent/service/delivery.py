@@ -52,10 +52,10 @@ class _Awake:
 class Delivery:
     """Owns the pollers (run them with `run()`) and serves waits and pushes."""
 
-    def __init__(self, rentals: Rentals, *, schedule: Schedule | None = None, webhook_enabled: bool = False) -> None:
+    def __init__(self, rentals: Rentals, *, schedule: Schedule | None = None) -> None:
         self.rentals = rentals
         self.ledger = rentals.ledger
-        self.webhook_enabled = webhook_enabled
+        self.pushes_arrive = False  # set by the first webhook push: from then on polling is the safety net
         self._waiters: dict[str, int] = defaultdict(int)
         self._waited: set[str] = set()
         self._started: dict[str, float] = {}  # each waited rental's start, to bound how far back pages are read
@@ -83,7 +83,7 @@ class Delivery:
                     schedule,
                     store=self._deliver_receipt,
                     store_messages=self.deliver,
-                    pushed=lambda: self.webhook_enabled,
+                    pushed=lambda: self.pushes_arrive,
                 )
 
     async def run(self) -> None:
@@ -105,26 +105,14 @@ class Delivery:
                 signal.set()
 
     async def _deliver_receipt(self, receipt: Receipt) -> None:
-        messages = tuple(await self._not_pushed_before(receipt.messages))
-        await self.rentals.record(receipt.model_copy(update={"messages": messages}))
-
-    async def _not_pushed_before(self, messages: Sequence[Message]) -> list[Message]:
-        """Leave out a code stored before from a push whose JSON number lost the leading zeros: `004521` read
-        from rental-status is the `4521` pushed earlier, the same SMS, not a second code."""
-        kept: list[Message] = []
-        for message in messages:
-            code = message.code
-            stored = await self.ledger.messages(message.rental_id) if code and code.isdigit() else []
-            if not any(_same_number(s.message.code, code) for s in stored):
-                kept.append(message)
-        return kept
+        await self.rentals.record(receipt)
 
     def expect(self, rental_id: str, at: float | None = None) -> None:
         """A code may come soon for this rental (just rented, woken, or online): poll fast for a while."""
         self._expected[rental_id] = max(self._expected.get(rental_id, 0.0), at or time.time())
         poller = self.pollers.get(rental_id.partition(":")[0])
         if poller is not None:
-            poller.kick()
+            poller.expect(rental_id)
 
     def _waiting_for(self, provider: str) -> Callable[[], dict[str, float]]:
         prefix = provider + ":"
@@ -152,7 +140,7 @@ class Delivery:
             self._waited.add(key)
             self.expect(key)
         elif (poller := self.pollers.get(ref.provider)) is not None:
-            poller.kick()  # an idle poller sleeps until kicked: a later wait on a known rental must wake it
+            poller.resume()  # an idle poller sleeps until kicked: a later wait on a known rental must wake it
         try:
             number_state: str | None = None
             reported: tuple[float, str | None] = (-PROGRESS_EVERY, None)
@@ -164,7 +152,7 @@ class Delivery:
                 if message is not None:
                     return WaitResult("code_received", rental, waited, message, number_state)
                 if _ended(rental):
-                    return WaitResult("rental_ended", rental, waited, None, number_state)
+                    return await self._last_look(key, rental, waited, number_state)
                 if waited >= seconds:
                     return WaitResult("still_waiting", rental, waited, None, number_state)
                 phase = None
@@ -179,6 +167,17 @@ class Delivery:
             self._waiters[key] -= 1
             if not self._waiters[key]:
                 del self._waiters[key]
+
+    async def _last_look(self, rental_id: str, rental: Rental, waited: float, number_state: str | None) -> WaitResult:
+        """A rental that ended may still have a code that came just before the end and no poll saw yet."""
+        try:
+            await self.rentals.messages(rental_id)
+        except ProviderError as err:
+            log.info("last look at %s failed: %s", rental_id, err.message)
+        message = await self.ledger.claim_next(rental_id)
+        if message is not None:
+            return WaitResult("code_received", rental, waited, message, number_state)
+        return WaitResult("rental_ended", rental, waited, None, number_state)
 
     def _next_wake_check(self, rental_id: str) -> float:
         awake = self._awake.get(rental_id)
@@ -236,39 +235,30 @@ class Delivery:
     # -- Pushes -----------------------------------------------------------------------------------
 
     async def push(self, pushed: WebhookCode) -> bool:
-        """A Getatext webhook code: cross-check it with `rental-status` (which keeps leading zeros), store it,
-        and wake the waiter at once. Returns False for a rental this server does not know."""
+        """A Getatext webhook code: confirm it with `rental-status` (which keeps leading zeros), store it, and
+        wake the waiter at once. A code pushed as a JSON number may have lost its leading zeros, so unconfirmed
+        it is not stored: the poller reads it from `rental-status` instead. False for an unknown rental."""
         rental = await self.ledger.rental(pushed.rental_id)
         provider = self.rentals.providers.get("getatext")
         if rental is None or not isinstance(provider, GetatextProvider):
             return False
-        ref = parse_rental_id(pushed.rental_id)
-        messages: tuple[Message, ...] = ()
+        self.pushes_arrive = True
         try:
-            receipt = await provider.rental_status(ref.local_id, retry=False)
-            await self.ledger.save_rental(receipt.rental)
-            messages = tuple(await self._not_pushed_before(receipt.messages))
+            receipt = await provider.rental_status(parse_rental_id(pushed.rental_id).local_id, retry=False)
         except ProviderError as err:
-            log.warning("could not cross-check the pushed code of %s: %s", pushed.rental_id, err.message)
-        if not messages:
-            log.info("rental-status of %s shows no code yet; storing the pushed one", pushed.rental_id)
-            messages = (
-                Message(
-                    message_id=f"{pushed.rental_id}:{pushed.code}",
-                    rental_id=pushed.rental_id,
-                    code=pushed.code,
-                    received_at=pushed.received_at,
-                ),
+            log.warning("could not confirm the pushed code of %s: %s", pushed.rental_id, err.message)
+            receipt = None
+        if receipt is not None and receipt.messages:
+            await self.rentals.record(receipt)
+        elif not pushed.code_was_number:
+            at = pushed.received_at
+            message_id = f"{pushed.rental_id}:{pushed.code}"
+            await self.deliver(
+                [Message(message_id=message_id, rental_id=pushed.rental_id, code=pushed.code, received_at=at)]
             )
-        await self.deliver(messages)
+        else:
+            self.expect(pushed.rental_id)  # poll rental-status soon, until it shows the code
         return True
-
-
-def _same_number(stored: str | None, code: str | None) -> bool:
-    """Two different digit strings that are the same number (`4521` and `004521`)."""
-    if stored is None or code is None or stored == code or not (stored.isdigit() and code.isdigit()):
-        return False
-    return stored.lstrip("0") == code.lstrip("0")
 
 
 def _ended(rental: Rental) -> bool:

@@ -20,13 +20,17 @@ class MoneyGuard:
     confirm_above: Decimal | None = None
     allow_auto_renew: bool = False
 
-    def check_price(self, price: Decimal, max_price: Decimal, what: str) -> None:
-        """`what` (a plan, an extension) costs `price`: it must fit the caller's `max_price` and the owner's cap."""
+    def check_cap(self, max_price: Decimal) -> None:
+        """The caller's `max_price` must fit the owner's per-rental cap (checked before anything is asked)."""
         if self.max_price is not None and max_price > self.max_price:
             raise BudgetExceeded(
                 f"Refused: max_price {_usd(max_price)} is above the per-rental cap of {_usd(self.max_price)}"
                 " (SMSRENT_MAX_PRICE); nothing was bought. Lower max_price or raise SMSRENT_MAX_PRICE."
             )
+
+    def check_price(self, price: Decimal, max_price: Decimal, what: str) -> None:
+        """`what` (a plan, an extension) costs `price`: it must fit the caller's `max_price` and the owner's cap."""
+        self.check_cap(max_price)
         if price > max_price:
             raise BudgetExceeded(
                 f"Refused: {what} costs {_usd(price)}, above max_price {_usd(max_price)}; nothing was bought."

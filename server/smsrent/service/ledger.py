@@ -290,13 +290,29 @@ class Ledger:
         )
 
     async def note_refund(self, rental_id: str, amount: Decimal) -> None:
-        """Credit a refund against the purchase that bought the rental (it no longer counts as spent)."""
-        await self._write(
-            lambda db: db.execute(
-                "UPDATE purchases SET refunded = ? WHERE rental_id = ? AND kind = 'rent' AND state = 'bought'",
-                (str(amount), rental_id),
-            )
-        )
+        """Credit a refund against the latest purchase that bought the rental, up to what it cost."""
+
+        def credit(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT purchase_id, COALESCE(price, max_price) FROM purchases WHERE rental_id = ? AND kind = 'rent'"
+                " AND state = 'bought' ORDER BY purchase_id DESC LIMIT 1",
+                (rental_id,),
+            ).fetchone()
+            if row:
+                purchase_id, cost = row
+                credited = min(amount, Decimal(cost))
+                db.execute("UPDATE purchases SET refunded = ? WHERE purchase_id = ?", (str(credited), purchase_id))
+
+        await self._write(credit)
+
+    async def bought_rental_ids(self, provider: str) -> set[str]:
+        """Rentals this provider's settled purchases bought (a reconciliation must not give them to another)."""
+
+        def read() -> set[str]:
+            query = "SELECT rental_id FROM purchases WHERE provider = ? AND state = 'bought' AND rental_id IS NOT NULL"
+            return {row[0] for row in self._db.execute(query, (provider,))}
+
+        return await self._run(read)
 
     async def unsettled(self, provider: str | None = None) -> list[Purchase]:
         """Purchases still reserved or uncertain, oldest first."""

@@ -82,16 +82,28 @@ class Poller:
         self._slow_until = 0.0
         self._hold_until = 0.0  # a rate limit's pause: no request before this, kicked or not
         self._last_tick = -math.inf
+        self._idle = False
 
     def kick(self) -> None:
-        """Tick now (a waiter arrived, a number came online, a webhook came in)."""
+        """Tick now (a code became expected: just rented, woken, first waited for)."""
         self._kicked.set()
+
+    def expect(self, rental_id: str) -> None:
+        """A code may come soon for this rental: tick now."""
+        self.kick()
+
+    def resume(self) -> None:
+        """Make sure an idle poller runs again (a later wait on a known rental), without an extra tick."""
+        if self._idle:
+            self.kick()
 
     async def run(self) -> None:
         while True:
             waiting = self._waiting()
             if not waiting:
+                self._idle = True
                 await self._sleep(math.inf)
+                self._idle = False
                 continue
             # Kicks may bring a tick forward, but never closer than the fastest step to the last one: a hundred
             # waiters arriving at once cost no more requests than one.
@@ -187,6 +199,11 @@ class GetatextPoller(Poller):
         self._store, self._store_messages, self._pushed = store, store_messages, pushed
         self._due: dict[str, float] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
+
+    def expect(self, rental_id: str) -> None:
+        """Poll this rental now (just rented, first waited for, or a push to confirm)."""
+        self._due[rental_id] = 0.0
+        self.kick()
 
     def delay(self, waiting: dict[str, float]) -> float:
         now = time.monotonic()

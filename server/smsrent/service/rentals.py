@@ -41,6 +41,7 @@ log = logging.getLogger("smsrent.rentals")
 T = TypeVar("T")
 
 PLAN_CACHE_SECONDS = 30.0
+SETTLE_AFTER = 180.0  # a purchase the provider does not show yet is declared not bought only this long after it
 REFRESH_LIMIT = 25  # one-time Getatext rentals re-checked per list_rentals call
 _COUNTRY_ALIASES = {
     "us": "usa",
@@ -65,6 +66,16 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class Extension:
+    """What extending a rental would buy and cost, before anything is bought."""
+
+    ref: Ref
+    rental: Rental
+    price: Decimal
+    plan: Plan | None  # GotSMS: the longer plan to move to
+
+
+@dataclass(frozen=True)
 class RefundOutcome:
     rental: Rental
     refunded: Decimal | None
@@ -74,11 +85,14 @@ class RefundOutcome:
 class Rentals:
     """The rental service over the configured providers, the ledger and the money guard."""
 
-    def __init__(self, providers: Sequence[Provider], ledger: Ledger, guard: MoneyGuard) -> None:
+    def __init__(
+        self, providers: Sequence[Provider], ledger: Ledger, guard: MoneyGuard, *, settle_after: float = SETTLE_AFTER
+    ) -> None:
         self.providers: dict[str, Provider] = {p.name: p for p in providers}
         self.ledger = ledger
         self.guard = guard
-        self._inflight: set[int] = set()
+        self.settle_after = settle_after
+        self._inflight: dict[int, str] = {}  # purchase id -> provider, while its call runs
         self._serial = {name: anyio.Lock() for name in self.providers}
         self._settling = {name: anyio.Lock() for name in self.providers}
         self._plans: dict[str, tuple[float, list[Plan]]] = {}
@@ -155,9 +169,10 @@ class Rentals:
         found, _ = await self.offers(service=service, country=country, provider=provider, max_price=max_price)
         return found
 
-    async def _provider_plans(self, provider: Provider) -> list[Plan]:
+    async def _provider_plans(self, provider: Provider, *, fresh: bool = False) -> list[Plan]:
+        """The provider's plans, from a short cache for browsing; `fresh` for a price about to be paid."""
         cached = self._plans.get(provider.name)
-        if cached and time.monotonic() - cached[0] < PLAN_CACHE_SECONDS:
+        if cached and not fresh and time.monotonic() - cached[0] < PLAN_CACHE_SECONDS:
             return cached[1]
         plans = await provider.list_plans()
         self._plans[provider.name] = (time.monotonic(), plans)
@@ -203,7 +218,10 @@ class Rentals:
             listed = await provider.long_rentals()
             one_time = [r for r in known.values() if not r.status.ended and ":long:" not in r.rental_id]
             for rental in one_time[:REFRESH_LIMIT]:
-                await self.record(await provider.get_rental(parse_rental_id(rental.rental_id)))
+                try:
+                    await self.record(await provider.get_rental(parse_rental_id(rental.rental_id)))
+                except ProviderNotFound:
+                    log.info("Getatext no longer knows %s; keeping what the ledger has", rental.rental_id)
         for rental in listed:
             if rental.rental_id in known or not rental.status.ended:
                 await self.ledger.save_rental(rental)
@@ -240,19 +258,22 @@ class Rentals:
         country: str | None = None,
         provider: ProviderName | None = None,
     ) -> Plan:
-        """The plan a purchase would buy: the given one, or the cheapest match within `max_price`."""
+        """The plan a purchase would buy: the given one, or the cheapest match within `max_price`, at the price
+        the provider lists right now."""
         if (plan_id is None) == (service is None):
             raise InvalidInput("Give either plan_id (from list_plans) or service (optionally with country), not both.")
+        self.guard.check_cap(max_price)
         if plan_id is not None:
             ref = parse_plan_id(plan_id)
             if provider is not None and provider != ref.provider:
                 raise InvalidInput(f"plan_id {plan_id} belongs to {ref.provider}, not {provider}; drop provider.")
-            plan = next(
-                (p for p in await self._provider_plans(self.provider(ref.provider)) if p.plan_id == plan_id), None
-            )
+            listed = await self._provider_plans(self.provider(ref.provider), fresh=True)
+            plan = next((p for p in listed if p.plan_id == plan_id), None)
             if plan is None:
                 raise InvalidInput(f"No plan {plan_id} is offered now; call list_plans for the current plans.")
         else:
+            for p in self._selected(provider):
+                self._plans.pop(p.name, None)  # a purchase pays today's price, not a cached one
             matches = await self.plans(service=service, country=country, provider=provider)
             priced = [p for p in matches if p.price is not None]
             where = f" in {country}" if country else ""
@@ -314,18 +335,23 @@ class Rentals:
                 rental_id=rental_id,
                 check=self.guard.daily_check(max_price, provider.display_name),
             )
-            self._inflight.add(purchase_id)
+            self._inflight[purchase_id] = provider.name
             try:
-                return await self._execute(provider, purchase_id, call, price)
+                return await self._execute(provider, purchase_id, call, price, max_price)
             finally:
-                self._inflight.discard(purchase_id)
+                del self._inflight[purchase_id]
 
     def _purchase_lock(self, provider: Provider) -> AbstractAsyncContextManager[object]:
         """Getatext purchases run one at a time: its only way to settle an unknown outcome is the balance."""
         return self._serial[provider.name] if isinstance(provider, GetatextProvider) else nullcontext()
 
     async def _execute(
-        self, provider: Provider, purchase_id: int, call: Callable[[], Awaitable[Receipt]], price: Decimal | None
+        self,
+        provider: Provider,
+        purchase_id: int,
+        call: Callable[[], Awaitable[Receipt]],
+        price: Decimal | None,
+        max_price: Decimal,
     ) -> Outcome:
         try:
             if isinstance(provider, GetatextProvider):
@@ -347,11 +373,15 @@ class Rentals:
             with anyio.CancelScope(shield=True):
                 await self.ledger.settle(purchase_id, "uncertain", note="interrupted before the answer arrived")
             raise
-        # The provider answered: record the outcome even if the caller is cancelled now.
+        # The provider answered: the outcome is written first, even if the caller is cancelled now.
+        charged = price if price is not None else receipt.rental.price
         with anyio.CancelScope(shield=True):
+            await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=receipt.rental.rental_id)
             rental = await self.record(receipt)
-            charged = price if price is not None else receipt.rental.price
-            await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=rental.rental_id)
+        if charged is not None and charged > max_price:
+            log.warning("%s charged %s for %s, above max_price %s", provider.name, charged, rental.rental_id, max_price)
+            note = f"{provider.display_name} charged {charged}, more than max_price {max_price}: its price changed."
+            return Outcome(rental, note)
         return Outcome(rental)
 
     async def _recover_now(self, provider: Provider, purchase_id: int, err: ProviderError) -> Outcome:
@@ -427,15 +457,12 @@ class Rentals:
         settled: list[tuple[Purchase, Rental | None]] = []
         async with self._settling[provider.name]:
             pending = await self._uncertain(provider.name, own)
-            if not pending:
-                return []
+            others = [pid for pid, name in self._inflight.items() if name == provider.name and pid != own]
+            if not pending or others:
+                return []  # with other purchases on their way, a new rental could be theirs: settle later
             # Not the purchase's: rentals other purchases bought, and rentals known before it was made. A rental
             # recorded since (adopted by list_rentals while the purchase was in flight) may well be its own.
-            taken = {
-                p.rental_id
-                for p in await self.ledger.purchases()
-                if p.provider == provider.name and p.state == "bought" and p.rental_id is not None
-            }
+            taken = await self.ledger.bought_rental_ids(provider.name)
             for purchase in pending:
                 known = await self.ledger.rental_ids(provider=provider.name, recorded_before=purchase.created_at)
                 rental = await self._settle(provider, purchase, taken | known)
@@ -449,10 +476,14 @@ class Rentals:
         """Settle one purchase: the rental it bought, None if nothing (or nothing usable) was bought,
         False if the provider's answer does not decide it yet."""
         pid = purchase.purchase_id
+        # Not seeing it yet is no proof: a provider may finish a purchase after the answer was lost.
+        proof_of_absence = time.time() - purchase.created_at >= self.settle_after
         listed = await _listing(provider, purchase)
         if listed is not None:
             match = _find_bought(purchase, listed, taken)
             if match is None:
+                if not proof_of_absence:
+                    return False
                 await self.ledger.settle(pid, "not_bought", note="not found in the provider's list")
                 return None
             taken.add(match.rental_id)
@@ -465,6 +496,8 @@ class Rentals:
         balance = (await provider.get_balance()).amount
         charged = purchase.balance_before - balance
         if charged <= 0:
+            if not proof_of_absence:
+                return False
             await self.ledger.settle(pid, "not_bought", note="the balance did not go down")
             return None
         note = (
@@ -493,11 +526,14 @@ class Rentals:
             await self.ledger.note_refund(str(ref), refunded)
         return RefundOutcome(updated, refunded, balance_after)
 
-    async def extend(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Outcome:
-        """GotSMS transition to a longer plan, Getatext long-rental renewal, or Getatext re-rent (a new rental)."""
+    async def extension(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Extension:
+        """What extending a rental would buy and cost (reads only): a GotSMS move to the longer `plan_id`, a
+        Getatext long-rental renewal, or a Getatext re-rent of the same number."""
+        self.guard.check_cap(max_price)
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
+        target: Plan | None = None
         if isinstance(provider, GotSmsProvider):
             if plan_id is None:
                 raise InvalidInput(
@@ -505,29 +541,44 @@ class Rentals:
                     " plan for the same service and country (see list_plans)."
                 )
             target = await self.quote(max_price=max_price, plan_id=plan_id)
-            rent_id, plan_uuid = ref.local_id, parse_plan_id(target.plan_id).local_id
+            price = target.price
+        elif isinstance(provider, GetatextProvider):
+            if plan_id is not None:
+                raise InvalidInput("Getatext renews or re-rents the same number; call extend_rental without plan_id.")
+            price = rental.price if ref.long else await self._one_time_price(provider, rental)
+        else:
+            raise Unsupported(f"{provider.display_name} cannot extend rentals.")
+        if price is None:
+            raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
+        self.guard.check_price(price, max_price, f"extending {ref}")
+        return Extension(ref, rental, price, target)
+
+    async def extend(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Outcome:
+        """Extend a rental (see `extension`), spending at most `max_price`."""
+        return await self.extend_quoted(await self.extension(rental_id, max_price, plan_id), max_price)
+
+    async def extend_quoted(self, extension: Extension, max_price: Decimal) -> Outcome:
+        """Buy an extension already quoted (and, where needed, approved)."""
+        ref, rental, price, target = extension.ref, extension.rental, extension.price, extension.plan
+        provider = self.provider(ref.provider)
+        self.guard.check_price(price, max_price, f"extending {ref}")
+        if isinstance(provider, GotSmsProvider) and target is not None:
+            plan_uuid = parse_plan_id(target.plan_id).local_id
             outcome = await self._spend(
                 provider,
                 "extend",
                 max_price,
-                lambda: provider.transition(rent_id, plan_uuid),
+                lambda: provider.transition(ref.local_id, plan_uuid),
                 plan_id=target.plan_id,
                 rental_id=str(ref),
-                price=target.price,
+                price=price,
             )
             try:  # the transition answer has the id and status only; the rent list has the new end and price
                 current = (await provider.get_rental(ref)).rental
             except ProviderError:
                 current = outcome.rental
             return Outcome(await self.ledger.save_rental(_with(current, plan_id=target.plan_id)), outcome.note)
-        if not isinstance(provider, GetatextProvider):
-            raise Unsupported(f"{provider.display_name} cannot extend rentals.")
-        if plan_id is not None:
-            raise InvalidInput("Getatext renews or re-rents the same number; call extend_rental without plan_id.")
-        price = rental.price if ref.long else await self._one_time_price(provider, rental)
-        if price is None:
-            raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
-        self.guard.check_price(price, max_price, f"extending {ref}")
+        assert isinstance(provider, GetatextProvider)
 
         async def call() -> Receipt:
             if ref.long:
@@ -542,7 +593,7 @@ class Rentals:
         return Outcome(renewed, outcome.note)
 
     async def _one_time_price(self, provider: GetatextProvider, rental: Rental) -> Decimal | None:
-        plans = await self._provider_plans(provider)
+        plans = await self._provider_plans(provider, fresh=True)
         plan = next((p for p in plans if p.plan_id == rental.plan_id or p.service == rental.service), None)
         return plan.price if plan else None
 
