@@ -53,13 +53,14 @@ def start_server(port: int, token: str, data_dir: str, log: IO[bytes]) -> subpro
     return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
-def wait_until_healthy(base: str, server: subprocess.Popen[bytes], seconds: float = 20) -> dict[str, Any]:
+def wait_until_healthy(base: str, token: str, server: subprocess.Popen[bytes], seconds: float = 20) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with code {server.returncode}")
         try:
-            health: dict[str, Any] = httpx2.get(f"{base}/healthz", timeout=1).json()
+            answer = httpx2.get(f"{base}/healthz", headers={"Authorization": f"Bearer {token}"}, timeout=1)
+            health: dict[str, Any] = answer.json()
             if health.get("status") == "ok":
                 return health
         except httpx2.HTTPError:
@@ -133,7 +134,7 @@ def main() -> None:
         print(f"== Starting smsrent-mcp --http on {base} (sandbox, random bearer token)")
         server = start_server(port, token, data_dir, log)
         try:
-            health = wait_until_healthy(base, server)
+            health = wait_until_healthy(base, token, server)
             print(f"   /healthz: {health['status']}, providers {health['providers']}")
             code = anyio.run(run, base, token)
         finally:

@@ -185,8 +185,8 @@ stop_server() { # stop_server <pid>: SIGTERM, then SIGKILL if it has not exited 
     kill -KILL "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
 }
-wait_healthy() { # wait_healthy <port> <pid> <log>
-    assert wait-http "http://127.0.0.1:$1/healthz" 30 "$2" || { tail -n 30 "$3" >&2; return 1; }
+wait_healthy() { # wait_healthy <port> <pid> <log> [bearer token]
+    assert wait-http "http://127.0.0.1:$1/healthz" 30 "$2" "${4:-}" || { tail -n 30 "$3" >&2; return 1; }
 }
 
 # --- 1. Inspector over stdio ------------------------------------------------------------------------------------
@@ -236,7 +236,7 @@ start_server "$TMP/http-token.log" "$PORT" SMSRENT_HTTP_TOKEN="$TOKEN"
 HTTP_PID=$SERVER_PID
 AUTH="Authorization: Bearer $TOKEN"
 
-http_up() { wait_healthy "$PORT" "$HTTP_PID" "$TMP/http-token.log"; }
+http_up() { wait_healthy "$PORT" "$HTTP_PID" "$TMP/http-token.log" "$TOKEN"; }
 http_tools() {
     inspect "$O/http-tools.json" "$URL" --header "$AUTH" --method tools/list --format json -q
     assert tools "$O/http-tools.json"

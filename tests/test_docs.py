@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import anyio
 import pytest
 from pydantic import AliasChoices
 
@@ -38,6 +39,29 @@ def test_readme_tool_table_matches_the_registry(registered: dict[str, str]) -> N
 
 def test_manifest_tools_match_the_registry(registered: dict[str, str]) -> None:
     assert {t["name"]: t["description"] for t in MANIFEST["tools"]} == registered
+
+
+@pytest.fixture(scope="module")
+def resources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    app = create_app(settings(tmp_path_factory.mktemp("docs")))
+
+    async def listed() -> dict[str, str]:
+        static = {str(r.uri): r.description or "" for r in await app.mcp.list_resources()}
+        templates = {t.uri_template: t.description or "" for t in await app.mcp.list_resource_templates()}
+        return {**static, **templates}
+
+    return anyio.run(listed)
+
+
+def test_readme_resource_table_matches_the_registry(resources: dict[str, str]) -> None:
+    assert dict(table("resources")) == resources
+
+
+def test_readme_names_the_prompt_and_its_arguments(tmp_path: Path) -> None:
+    app = create_app(settings(tmp_path))
+    (prompt,) = anyio.run(app.mcp.list_prompts)
+    arguments = ", ".join(a.name for a in prompt.arguments or [])
+    assert f"`{prompt.name}({arguments})`" in README.replace("\n", " ")
 
 
 def env_names() -> set[str]:

@@ -170,15 +170,17 @@ def cmd_auth_error(path: str) -> None:
     print("Inspector error code: auth_required")
 
 
-def cmd_wait_http(url: str, timeout: str, pid: str) -> None:
-    """Poll /healthz until it says ok (the lifespan has started); fail early if the server process died."""
+def cmd_wait_http(url: str, timeout: str, pid: str, token: str = "") -> None:
+    """Poll /healthz (with the bearer token, when the server has one) until it says ok (the lifespan has
+    started); fail early if the server process died."""
     deadline = time.monotonic() + float(timeout)
     last = "no answer"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     while time.monotonic() < deadline:
         if not Path(f"/proc/{pid}").exists():
             fail(f"the server (pid {pid}) exited before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as response:
                 body = json.loads(response.read())
                 if body.get("status") == "ok":
                     print(f"{url}: {json.dumps(body)}")

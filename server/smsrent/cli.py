@@ -51,6 +51,7 @@ def configure_logging(level: str) -> None:
     """Human-readable logs on stderr (stdout is the protocol channel in stdio mode)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setLevel(level)  # a client's logging/setLevel may lower the smsrent logger, never stderr's level
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -66,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
         sys.exit(f"smsrent-mcp: invalid configuration: {problems}")
     configure_logging(settings.log_level)
+    if settings.webhook_port is not None and settings.webhook_secret is None:
+        sys.exit("smsrent-mcp: SMSRENT_WEBHOOK_PORT needs SMSRENT_WEBHOOK_SECRET (the webhook's secret path).")
     app = create_app(settings)
     if app.sandbox:
         sys.stderr.write(BANNER + "\n")

@@ -32,7 +32,7 @@ def _env(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
-    """Everything the server can be configured with. Field docs are the README's configuration table."""
+    """Everything the server can be configured with; the README's configuration table says what each means."""
 
     model_config = SettingsConfigDict(env_ignore_empty=True, populate_by_name=True, extra="ignore", frozen=True)
 
@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     sandbox: bool = Field(False, validation_alias=_env("SMSRENT_SANDBOX"))
 
     http_token: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_HTTP_TOKEN"))
+    http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=_env("SMSRENT_HTTP_ALLOWED_HOSTS")
+    )
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_WEBHOOK_SECRET"))
     webhook_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("SMSRENT_WEBHOOK_IPS"))
     webhook_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("SMSRENT_WEBHOOK_PORT"))
@@ -87,7 +90,7 @@ class Settings(BaseSettings):
             prices[period.strip()] = price.strip()
         return prices
 
-    @field_validator("webhook_allowed_ips", mode="before")
+    @field_validator("webhook_allowed_ips", "http_allowed_hosts", mode="before")
     @classmethod
     def _split_ips(cls, value: object) -> object:
         return tuple(filter(None, (v.strip() for v in value.split(",")))) if isinstance(value, str) else value

@@ -30,7 +30,8 @@ def http_server(tmp_path: Path) -> Iterator[str]:
     try:
         for _ in range(200):
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).json()["status"] == "ok":
+                health = httpx.get(f"{base}/healthz", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=1)
+                if health.json()["status"] == "ok":
                     break
             except httpx.HTTPError:
                 pass
@@ -46,9 +47,9 @@ def http_server(tmp_path: Path) -> Iterator[str]:
 
 async def test_tools_over_http_with_the_token(http_server: str) -> None:
     async with httpx.AsyncClient() as plain:
-        health = (await plain.get(f"{http_server}/healthz")).json()
+        health = await plain.get(f"{http_server}/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
         refused = await plain.post(f"{http_server}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-    assert health["providers"] == {"gotsms": {"sandbox": True}, "getatext": {"sandbox": True}}
+    assert health.json()["providers"] == {"gotsms": {"sandbox": True}, "getatext": {"sandbox": True}}
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Bearer")
 

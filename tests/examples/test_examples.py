@@ -67,7 +67,8 @@ def load_config() -> dict[str, Any]:
 
 def test_claude_desktop_config_names_the_stdio_command_and_the_money_limits() -> None:
     server = load_config()["mcpServers"]["smsrent"]
-    assert server["command"] == "smsrent-mcp"
+    assert Path(server["command"]).name == "smsrent-mcp"
+    assert Path(server["command"]).is_absolute()  # Claude Desktop's PATH rarely holds a venv's bin folder
     env = server["env"]
     assert set(env) == {"GOTSMS_API_TOKEN", "GETATEXT_API_KEY", "SMSRENT_MAX_PRICE", "SMSRENT_DAILY_BUDGET"}
     assert env["GOTSMS_API_TOKEN"] == env["GETATEXT_API_KEY"] == ""  # placeholders: empty means the sandbox
@@ -79,7 +80,7 @@ def test_claude_desktop_config_names_the_stdio_command_and_the_money_limits() ->
 async def test_claude_desktop_config_as_written_starts_the_sandbox(tmp_path: Path) -> None:
     """Launched the way Claude Desktop would (command, args, env), the empty placeholders mean the sandbox."""
     server = load_config()["mcpServers"]["smsrent"]
-    command = shutil.which(server["command"], path=str(Path(sys.executable).parent))
+    command = shutil.which(Path(server["command"]).name, path=str(Path(sys.executable).parent))
     assert command, "smsrent-mcp is not installed in this environment"
     env = {**clean_env(), **server["env"], "SMSRENT_DATA_DIR": str(tmp_path), "SMSRENT_LOG_LEVEL": "WARNING"}
     async with Client(StdioServerParameters(command=command, args=server.get("args", []), env=env)) as client:

@@ -139,13 +139,18 @@ async def test_token_is_required_on_mcp(token_app: App, gotsms_sandbox: GotSmsSa
         right = await http.post(
             f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"}
         )
+        lower_scheme = await http.post(
+            f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, "Authorization": f"bearer {TOKEN}"}
+        )
         health = await http.get(f"{base}/healthz")
-    for refused in (bare, wrong, raw_token):
+        health_with_token = await http.get(f"{base}/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
+    for refused in (bare, wrong, raw_token, health):  # with a token set, every request but the webhook needs it
         assert refused.status_code == 401
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert TOKEN not in refused.text
     assert right.status_code == 200
-    assert health.status_code == 200
+    assert lower_scheme.status_code == 200  # the scheme is case-insensitive
+    assert health_with_token.status_code == 200
     assert gotsms_sandbox.requests == []
 
 
@@ -176,9 +181,25 @@ def test_non_loopback_bind_without_token_is_refused(app: App, host: str) -> None
         http_app(app, host)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20"])
-def test_non_loopback_bind_with_token_is_allowed(token_app: App, host: str) -> None:
-    assert callable(http_app(token_app, host))
+@pytest.mark.parametrize("host", ["0.0.0.0", "::"])
+def test_wildcard_bind_needs_the_host_names_clients_use(token_app: App, host: str) -> None:
+    with pytest.raises(ValueError, match="SMSRENT_HTTP_ALLOWED_HOSTS"):
+        http_app(token_app, host)
+
+
+async def test_wildcard_bind_accepts_the_allowed_host_names_only(
+    tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
+) -> None:
+    allowed = ("smsrent.example.org", "192.168.1.20")
+    wildcard = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN, http_allowed_hosts=allowed)
+    asgi = http_app(wildcard, "0.0.0.0")
+    async with serve_loopback(asgi) as base, httpx.AsyncClient() as http:
+        auth = {**MCP_HEADERS, "Authorization": f"Bearer {TOKEN}"}
+        answers = {
+            name: (await http.post(f"{base}/mcp", json=INITIALIZE, headers={**auth, "Host": name})).status_code
+            for name in ("smsrent.example.org", "192.168.1.20:8000", "0.0.0.0:8000", "evil.example")
+        }
+    assert answers == {"smsrent.example.org": 200, "192.168.1.20:8000": 200, "0.0.0.0:8000": 421, "evil.example": 421}
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "[::1]"])

@@ -56,7 +56,8 @@ async def test_resources_and_templates_are_listed(client: Client) -> None:
 
 
 async def test_active_rentals(client: Client) -> None:
-    assert await read_json(client, ACTIVE) == {"rentals": [], "count": 0, "stale": []}
+    providers = [{"name": "gotsms", "sandbox": True}, {"name": "getatext", "sandbox": True}]
+    assert await read_json(client, ACTIVE) == {"providers": providers, "rentals": [], "count": 0, "stale": []}
     kept = await rent_gotsms(client)
     ended = await rent_getatext(client)
     await ok(client, "refund", rental_id=ended["rental_id"])

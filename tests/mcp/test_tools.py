@@ -66,9 +66,10 @@ async def test_get_balance_of_one_provider(client: Client) -> None:
 
 
 async def test_list_plans_covers_both_providers_sorted_by_price(client: Client) -> None:
-    result = await ok(client, "list_plans")
+    result = await ok(client, "list_plans", limit=200)
     plans = result["plans"]
     assert result["count"] == len(plans) > 0
+    assert result["providers"] == [{"name": "gotsms", "sandbox": True}, {"name": "getatext", "sandbox": True}]
     assert {p["provider"]["name"] for p in plans} == {"gotsms", "getatext"}
     prices = [Decimal(p["price"]) for p in plans if p["price"] is not None]
     assert prices == sorted(prices)
@@ -77,6 +78,16 @@ async def test_list_plans_covers_both_providers_sorted_by_price(client: Client) 
     # The catalogue is followed to its last page: GotSMS lists 5 services x 3 countries x 2 durations + 5 monthly.
     assert sum(p["provider"]["name"] == "gotsms" for p in plans) == 35
     assert "rent_number" in result["next_step"]
+
+
+async def test_list_plans_returns_the_cheapest_up_to_the_limit_and_says_how_many_match(client: Client) -> None:
+    everything = await ok(client, "list_plans", limit=200)
+    first = await ok(client, "list_plans")  # 25 by default
+    assert first["count"] == everything["count"] == 45
+    assert first["plans"] == everything["plans"][:25]
+    assert "25 cheapest of 45" in first["next_step"]
+    few = await ok(client, "list_plans", limit=3)
+    assert few["plans"] == everything["plans"][:3]
 
 
 async def test_list_plans_filters(client: Client) -> None:
@@ -186,9 +197,9 @@ async def test_wait_for_code_gotsms_fences_the_sms_text(client: Client, gotsms_s
     assert out["code"] == "048213"
     sms = out["sms"]
     assert sms["text"] == f"<untrusted-sms>\n{body}\n</untrusted-sms>"
-    assert sms["sender"] == "+18001234567"
+    assert sms["from"] == "+18001234567"
     assert sms["received_at"] is not None
-    assert out["number_state"]
+    assert out["number_phase"] in ("queued", "online")
     assert out["rental"]["status"] == "active"
     assert INJECTION in everything_in(result)  # returned as data ...
     assert INJECTION not in outside_fences(everything_in(result))  # ... only inside the fence

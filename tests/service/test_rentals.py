@@ -27,7 +27,7 @@ from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox.getatext import LONG_PRICES, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.rentals import Rentals
+from smsrent.service.rentals import Outcome, Rentals
 
 from .conftest import requests_to
 
@@ -43,6 +43,11 @@ async def plan_of(rentals: Rentals, provider: str, service: str, country: str = 
     found = [p for p in plans if provider == "getatext" or p.duration == duration]
     assert found, f"no {provider} plan for {service} in {country} ({duration})"
     return found[0]
+
+
+async def extend(rentals: Rentals, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Outcome:
+    """What extend_rental does: quote the extension, then buy it."""
+    return await rentals.extend_quoted(await rentals.extension(rental_id, max_price, plan_id), max_price)
 
 
 def local(rental_id: str) -> str:
@@ -389,7 +394,7 @@ async def test_malformed_rental_ids_are_refused_before_any_request(
 ) -> None:
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: rentals.refund(rental_id),
-        lambda: rentals.extend(rental_id, D("1")),
+        lambda: extend(rentals, rental_id, D("1")),
         lambda: rentals.set_auto_renew(rental_id, False),
         lambda: rentals.finish(rental_id),
         lambda: rentals.wake_up(rental_id),
@@ -410,11 +415,11 @@ async def test_gotsms_extend_moves_the_rent_to_a_longer_plan(rentals: Rentals, g
     bought = (await rentals.buy(await plan_of(rentals, "gotsms", "Discord"), D("0.60"))).rental
     weekly = await plan_of(rentals, "gotsms", "Discord", duration="1 week")
     with pytest.raises(InvalidInput, match="plan_id of a weekly or monthly plan"):
-        await rentals.extend(bought.rental_id, D("5"))
+        await extend(rentals, bought.rental_id, D("5"))
     with pytest.raises(BudgetExceeded, match=re.escape("2.40 USD")):
-        await rentals.extend(bought.rental_id, D("2.00"), plan_id=weekly.plan_id)
+        await extend(rentals, bought.rental_id, D("2.00"), plan_id=weekly.plan_id)
     assert requests_to(gotsms_sandbox, "POST", f"/api/rents/{local(bought.rental_id)}/transition") == 0
-    outcome = await rentals.extend(bought.rental_id, D("5.00"), plan_id=weekly.plan_id)
+    outcome = await extend(rentals, bought.rental_id, D("5.00"), plan_id=weekly.plan_id)
     assert outcome.rental.rental_id == bought.rental_id
     assert outcome.rental.plan_id == weekly.plan_id
     assert gotsms_sandbox.rents[local(bought.rental_id)].plan.duration_type == "week"
@@ -430,10 +435,10 @@ async def test_getatext_long_rental_renewal(rentals: Rentals, getatext_sandbox: 
     bought = (await rentals.buy(plan, D("10.55"))).rental
     ends = getatext_sandbox.long_rentals[int(local(bought.rental_id))].ends
     with pytest.raises(InvalidInput, match="without plan_id"):
-        await rentals.extend(bought.rental_id, D("20"), plan_id="getatext:long:1w")
+        await extend(rentals, bought.rental_id, D("20"), plan_id="getatext:long:1w")
     with pytest.raises(BudgetExceeded, match=re.escape("10.55 USD")):
-        await rentals.extend(bought.rental_id, D("10"))
-    outcome = await rentals.extend(bought.rental_id, D("10.55"))
+        await extend(rentals, bought.rental_id, D("10"))
+    outcome = await extend(rentals, bought.rental_id, D("10.55"))
     assert outcome.rental.rental_id == bought.rental_id
     assert getatext_sandbox.long_rentals[int(local(bought.rental_id))].ends == ends + 7 * 86400
     renewal = (await rentals.ledger.purchases())[-1]
@@ -447,7 +452,7 @@ async def test_getatext_one_time_extension_re_rents_the_same_number(
     bought = (await rentals.buy(await plan_of(rentals, "getatext", "uber"), D("0.20"))).rental
     finished = await rentals.finish(bought.rental_id)
     assert finished.rental.status is RentalStatus.COMPLETED
-    outcome = await rentals.extend(bought.rental_id, D("0.20"))
+    outcome = await extend(rentals, bought.rental_id, D("0.20"))
     assert outcome.rental.rental_id != bought.rental_id
     assert outcome.rental.phone == bought.phone
     assert outcome.rental.status is RentalStatus.ACTIVE
@@ -596,13 +601,18 @@ async def test_list_rentals_reports_a_provider_it_could_not_refresh(
     assert "GotSMS" in stale["gotsms"]
 
 
-async def test_rental_unknown_here_is_looked_up_and_recorded(rentals: Rentals, gotsms: GotSmsProvider) -> None:
+async def test_a_rental_unknown_here_is_refused_without_asking_until_list_rentals_adopts_it(
+    rentals: Rentals, gotsms: GotSmsProvider, gotsms_sandbox: GotSmsSandbox
+) -> None:
     plan = await plan_of(rentals, "gotsms", "Discord")
-    made = (await gotsms.create_rent(parse_plan_id(plan.plan_id).local_id)).rental
-    assert await rentals.ledger.rental(made.rental_id) is None
+    made = (await gotsms.create_rent(parse_plan_id(plan.plan_id).local_id)).rental  # rented on the website, say
+    asked = len(gotsms_sandbox.requests)
+    with pytest.raises(UnknownRental, match="list_rentals"):
+        await rentals.rental(made.rental_id)
+    assert len(gotsms_sandbox.requests) == asked  # refused before any network call
+    await rentals.list_rentals()
     found = await rentals.rental(made.rental_id)
     assert found.phone == made.phone
-    assert await rentals.ledger.rental(made.rental_id) == found
     with pytest.raises(UnknownRental, match="list_rentals"):
         await rentals.rental("gotsms:00000000-0000-0000-0000-000000000000")
     with pytest.raises(InvalidInput):

@@ -1,7 +1,8 @@
-"""The streamable HTTP transport: `/mcp` (bearer token when set), `/healthz`, and the Getatext webhook.
+"""The streamable HTTP transport: `/mcp`, `/healthz`, and the Getatext webhook.
 
-Loopback binds keep the SDK's own DNS-rebinding protection; other binds need SMSRENT_HTTP_TOKEN and get
-the same protection with an allowlist of the bound host.
+Loopback binds keep the SDK's own DNS-rebinding protection. Other binds need SMSRENT_HTTP_TOKEN (then every
+request but the webhook, which has its own secret path, must carry it) and get the same protection with an
+allowlist: the bound host, plus SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from smsrent.mcp.app import App
 from smsrent.mcp.webhook import webhook_route
 
 MCP_PATH = "/mcp"
+WEBHOOK_PREFIX = "/webhooks/"
+WILDCARDS = ("0.0.0.0", "::", "[::]")
 
 
 def is_loopback(host: str) -> bool:
@@ -39,13 +42,7 @@ def http_app(app: App, host: str) -> ASGIApp:
             f"refusing to serve on {host} without SMSRENT_HTTP_TOKEN: anyone who can reach it could spend your"
             " money. Set SMSRENT_HTTP_TOKEN, or bind 127.0.0.1."
         )
-    security = None
-    if not is_loopback(host):
-        security = TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=[host, f"{host}:*"],
-            allowed_origins=[f"http://{host}:*", f"https://{host}:*"],
-        )
+    security = None if is_loopback(host) else _allowlist(host, app.settings.http_allowed_hosts)
 
     async def healthz(_request: Request) -> Response:
         state = app.runtime.state
@@ -63,22 +60,42 @@ def http_app(app: App, host: str) -> ASGIApp:
     return BearerToken(starlette, token.get_secret_value())
 
 
+def _allowlist(host: str, extra: tuple[str, ...]) -> TransportSecuritySettings:
+    """DNS-rebinding protection for a non-loopback bind: only the names clients really use are accepted."""
+    names = [*([] if host in WILDCARDS else [host]), *extra]
+    if not names:
+        raise ValueError(
+            f"binding {host} accepts any address, so name the host names clients will use in"
+            " SMSRENT_HTTP_ALLOWED_HOSTS (e.g. smsrent.example.org,192.168.1.20): without an allowlist the"
+            " DNS-rebinding protection would refuse every request, or have to be turned off."
+        )
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[form for name in names for form in (name, f"{name}:*")],
+        allowed_origins=[form for name in names for form in (f"http://{name}:*", f"https://{name}:*")],
+    )
+
+
 class BearerToken:
-    """Every request to `/mcp` must carry `Authorization: Bearer <SMSRENT_HTTP_TOKEN>`."""
+    """Every request (but the webhook's, which has its own secret path) must carry
+    `Authorization: Bearer <SMSRENT_HTTP_TOKEN>`."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+
+    def _authorized(self, header: bytes) -> bool:
+        scheme, _, given = header.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(MCP_PATH):
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self._expected):
-                response = JSONResponse(
-                    {"error": "unauthorized", "detail": "send Authorization: Bearer <SMSRENT_HTTP_TOKEN>"},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="smsrent"'},
-                )
-                await response(scope, receive, send)
-                return
+        guarded = scope["type"] == "http" and not scope["path"].startswith(WEBHOOK_PREFIX)
+        if guarded and not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
+            response = JSONResponse(
+                {"error": "unauthorized", "detail": "send Authorization: Bearer <SMSRENT_HTTP_TOKEN>"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="smsrent"'},
+            )
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)

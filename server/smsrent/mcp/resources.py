@@ -7,9 +7,10 @@ from mcp.types import Completion, CompletionArgument, CompletionContext, PromptR
 from pydantic import Field
 
 from smsrent.domain.errors import InvalidInput, ProviderError, UnknownRental
+from smsrent.domain.ids import parse_rental_id
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import ACTIVE_URI, RECENT_URI
-from smsrent.mcp.views import ProviderProblem, RecentMessage, RentalDetail, RentalsResult, RentalView, SmsView
+from smsrent.mcp.views import RecentMessage, RentalDetail, RentalView, SmsView
 
 RENTAL_TEMPLATE = "smsrent://rentals/{rental_id}"
 RECENT_LIMIT = 20
@@ -29,12 +30,7 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
     async def active_rentals() -> str:
         state = runtime.require()
         rentals, stale = await state.rentals.list_rentals("active")
-        result = RentalsResult(
-            rentals=[RentalView.of(r, state.provider_ref(r.provider)) for r in rentals],
-            count=len(rentals),
-            stale=[ProviderProblem(provider=name, error=e) for name, e in stale.items()],
-        )
-        return result.model_dump_json()
+        return state.rentals_result(rentals, stale).model_dump_json(by_alias=True)
 
     @mcp.resource(
         RENTAL_TEMPLATE,
@@ -54,9 +50,9 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
             stored = await state.rentals.ledger.messages(found.rental_id)
         detail = RentalDetail(
             rental=RentalView.of(found, state.provider_ref(found.provider)),
-            messages=[SmsView.of(s.message) for s in stored],
+            messages=[SmsView.from_message(s.message) for s in stored],
         )
-        return detail.model_dump_json()
+        return detail.model_dump_json(by_alias=True)
 
     @mcp.resource(
         RECENT_URI,
@@ -66,9 +62,17 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
         mime_type="application/json",
     )
     async def recent_messages() -> str:
-        messages = await runtime.require().rentals.ledger.recent_messages(RECENT_LIMIT)
-        items = [RecentMessage(rental_id=m.rental_id, sms=SmsView.of(m)) for m in messages]
-        return "[" + ",".join(item.model_dump_json() for item in items) + "]"
+        state = runtime.require()
+        messages = await state.rentals.ledger.recent_messages(RECENT_LIMIT)
+        items = [
+            RecentMessage(
+                rental_id=m.rental_id,
+                provider=state.provider_ref(parse_rental_id(m.rental_id).provider),
+                sms=SmsView.from_message(m),
+            )
+            for m in messages
+        ]
+        return "[" + ",".join(item.model_dump_json(by_alias=True) for item in items) + "]"
 
     @mcp.prompt(title="Verify a sign-up by SMS")
     def verify_signup(

@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from smsrent.domain.errors import ConfirmationRefused, SmsRentError
 from smsrent.domain.ids import ProviderName
 from smsrent.domain.models import Plan, Rental, format_money
-from smsrent.mcp.state import AppState
+from smsrent.mcp.state import AppState, problems
 from smsrent.mcp.subscriptions import ACTIVE_URI, rental_uri
 from smsrent.mcp.views import (
     BalanceResult,
@@ -28,7 +28,6 @@ from smsrent.mcp.views import (
     MessagesResult,
     PlansResult,
     PlanView,
-    ProviderProblem,
     RefundResult,
     RentalsResult,
     RentalView,
@@ -100,10 +99,6 @@ def domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
 
 def _state(ctx: Ctx) -> AppState:
     return ctx.request_context.lifespan_context
-
-
-def _problems(failures: dict[str, str]) -> list[ProviderProblem]:
-    return [ProviderProblem(provider=name, error=error) for name, error in failures.items()]
 
 
 def _rental_view(state: AppState, rental: Rental) -> RentalView:
@@ -191,8 +186,9 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         state = _state(ctx)
         balances, failures = await state.rentals.balances(provider)
         return BalanceResult(
+            providers=state.asked(provider),
             balances=[BalanceView.of(b, state.provider_ref(b.provider)) for b in balances],
-            unavailable=_problems(failures),
+            unavailable=problems(failures),
         )
 
     @mcp.tool(title="List rentable plans", annotations=READ)
@@ -205,6 +201,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         max_price: Annotated[
             Decimal | None, Field(gt=0, le=1000, description="Only plans costing at most this (USD).")
         ] = None,
+        limit: Annotated[int, Field(ge=1, le=200, description="How many of the cheapest plans to return.")] = 25,
     ) -> PlansResult:
         """List every plan you can rent, across providers, cheapest first.
 
@@ -215,13 +212,18 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         plans, failures = await state.rentals.offers(
             service=service, country=country, provider=provider, max_price=max_price
         )
+        if not plans:
+            next_step = "Nothing matches: widen the filters (service spelling, country, max_price)."
+        elif len(plans) > limit:
+            next_step = f"Showing the {limit} cheapest of {len(plans)}: narrow by service or country, or rent one."
+        else:
+            next_step = "Rent with rent_number(plan_id=..., max_price=...)."
         return PlansResult(
-            plans=[PlanView.of(p, state.provider_ref(p.provider)) for p in plans],
+            providers=state.asked(provider),
+            plans=[PlanView.of(p, state.provider_ref(p.provider)) for p in plans[:limit]],
             count=len(plans),
-            unavailable=_problems(failures),
-            next_step="Rent with rent_number(plan_id=..., max_price=...)."
-            if plans
-            else "Nothing matches: widen the filters (service spelling, country, max_price).",
+            unavailable=problems(failures),
+            next_step=next_step,
         )
 
     @mcp.tool(title="Wait for the SMS code", annotations=_hints(read_only=False, destructive=False, idempotent=False))
@@ -247,7 +249,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
 
         result = await state.delivery.wait(rental_id, timeout_seconds, progress)
         rental = _rental_view(state, result.rental)
-        sms = SmsView.of(result.message) if result.message else None
+        sms = SmsView.from_message(result.message) if result.message else None
         if result.outcome == "code_received":
             next_step = "Enter the code. Call wait_for_code again only if another SMS is expected."
             if sms and sms.code is None:
@@ -266,7 +268,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
             code=sms.code if sms else None,
             sms=sms,
             waited_seconds=round(result.waited, 2),
-            number_state=result.number_state,
+            number_phase=result.number_phase,
             rental=rental,
             next_step=next_step,
         )
@@ -287,11 +289,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         """
         state = _state(ctx)
         rentals, stale = await state.rentals.list_rentals(status, provider)
-        return RentalsResult(
-            rentals=[_rental_view(state, r) for r in rentals],
-            count=len(rentals),
-            stale=_problems(stale),
-        )
+        return state.rentals_result(rentals, stale, provider)
 
     @mcp.tool(title="Get a rental's messages", annotations=READ)
     @domain_errors
@@ -306,7 +304,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         return MessagesResult(
             rental_id=rental.rental_id,
             provider=state.provider_ref(rental.provider),
-            messages=[SmsView.of(s.message) for s in stored],
+            messages=[SmsView.from_message(s.message) for s in stored],
             count=len(stored),
         )
 
@@ -320,7 +318,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         """
         state = _state(ctx)
         status = await state.delivery.wake(rental_id)
-        return WakeResult.of(status, state.provider_ref("gotsms"))
+        return WakeResult.from_status(status, state.provider_ref("gotsms"))
 
     if read_only:
         return
@@ -420,6 +418,7 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
         """
         state = _state(ctx)
         outcome = await state.rentals.set_auto_renew(rental_id, enabled)
+        await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
         return ChangeResult(rental=_rental_view(state, outcome.rental), note=outcome.note)
 
     @mcp.tool(title="Finish a rental", annotations=_hints(read_only=False, destructive=True, idempotent=True))

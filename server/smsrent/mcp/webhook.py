@@ -34,6 +34,9 @@ def webhook_route(runtime: Runtime, settings: Settings, secret: SecretStr | None
         if settings.webhook_allowed_ips and sender not in settings.webhook_allowed_ips:
             log.warning("refused a webhook from %s (not in SMSRENT_WEBHOOK_IPS)", sender)
             return JSONResponse({"error": "forbidden"}, status_code=403)
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_BODY:
+            return JSONResponse({"error": "body too large or without a length"}, status_code=413)
         body = await request.body()
         if len(body) > MAX_BODY:
             return JSONResponse({"error": "body too large"}, status_code=413)

@@ -113,6 +113,9 @@ class HttpProvider:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            # Drop idle connections before common servers do (uvicorn after 5 s): reusing one the server is
+            # closing fails with a ReadError, which a poller would see as a failed tick.
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
         )
 
     async def aclose(self) -> None:

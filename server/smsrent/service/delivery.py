@@ -17,7 +17,7 @@ from typing import Literal
 
 import anyio
 
-from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderRejected
+from smsrent.domain.errors import ProviderError
 from smsrent.domain.ids import parse_rental_id
 from smsrent.domain.models import Message, NumberStatus, Receipt, Rental, RentalStatus
 from smsrent.providers.getatext import GetatextProvider, WebhookCode
@@ -28,6 +28,7 @@ from smsrent.service.rentals import Rentals
 log = logging.getLogger("smsrent.delivery")
 
 WaitOutcome = Literal["code_received", "still_waiting", "rental_ended"]
+NumberPhase = Literal["queued", "online", "unknown"]
 Progress = Callable[[float, str], Awaitable[None]]
 PROGRESS_EVERY = 5.0
 
@@ -38,7 +39,7 @@ class WaitResult:
     rental: Rental
     waited: float
     message: Message | None = None
-    number_state: str | None = None
+    number_phase: NumberPhase | None = None
 
 
 @dataclass
@@ -47,6 +48,7 @@ class _Awake:
 
     online_at: float
     online_till: float
+    unknown: bool = False  # the provider could not say
 
 
 class Delivery:
@@ -142,42 +144,49 @@ class Delivery:
         elif (poller := self.pollers.get(ref.provider)) is not None:
             poller.resume()  # an idle poller sleeps until kicked: a later wait on a known rental must wake it
         try:
-            number_state: str | None = None
-            reported: tuple[float, str | None] = (-PROGRESS_EVERY, None)
-            while True:
-                signal = self._signals.setdefault(key, anyio.Event())
-                waited = time.monotonic() - started
-                message = await self.ledger.claim_next(key)
-                rental = await self.ledger.rental(key) or rental
-                if message is not None:
-                    return WaitResult("code_received", rental, waited, message, number_state)
-                if _ended(rental):
-                    return await self._last_look(key, rental, waited, number_state)
-                if waited >= seconds:
-                    return WaitResult("still_waiting", rental, waited, None, number_state)
-                phase = None
-                if ref.provider == "gotsms":
-                    phase, number_state = await self._keep_awake(key)
-                if progress is not None and (waited - reported[0] >= PROGRESS_EVERY or phase != reported[1]):
-                    reported = (waited, phase)
-                    await progress(waited, _progress_text(waited, number_state))
-                with anyio.move_on_after(min(seconds - waited, PROGRESS_EVERY, self._next_wake_check(key))):
-                    await signal.wait()
+            with anyio.move_on_after(seconds):  # network calls included: a wait never outlives its bound
+                return await self._wait(key, rental, started, seconds, progress)
+            rental = await self.ledger.rental(key) or rental
+            return WaitResult("still_waiting", rental, time.monotonic() - started, None, self._phase(key))
         finally:
             self._waiters[key] -= 1
             if not self._waiters[key]:
                 del self._waiters[key]
 
-    async def _last_look(self, rental_id: str, rental: Rental, waited: float, number_state: str | None) -> WaitResult:
+    async def _wait(
+        self, key: str, rental: Rental, started: float, seconds: float, progress: Progress | None
+    ) -> WaitResult:
+        reported: tuple[float, NumberPhase | None] = (-PROGRESS_EVERY, None)
+        while True:
+            signal = self._signals.setdefault(key, anyio.Event())
+            waited = time.monotonic() - started
+            with anyio.CancelScope(shield=True):  # a claimed message must reach the caller, never vanish
+                message = await self.ledger.claim_next(key)
+                rental = await self.ledger.rental(key) or rental
+            if message is not None:
+                return WaitResult("code_received", rental, waited, message, self._phase(key))
+            if _ended(rental):
+                return await self._last_look(key, rental, waited)
+            if waited >= seconds:
+                return WaitResult("still_waiting", rental, waited, None, self._phase(key))
+            line = await self._keep_awake(key) if rental.provider == "gotsms" else None
+            phase = self._phase(key)
+            if progress is not None and (waited - reported[0] >= PROGRESS_EVERY or phase != reported[1]):
+                reported = (waited, phase)
+                await progress(waited, _progress_text(waited, line))
+            with anyio.move_on_after(min(seconds - waited, PROGRESS_EVERY, self._next_wake_check(key))):
+                await signal.wait()
+
+    async def _last_look(self, rental_id: str, rental: Rental, waited: float) -> WaitResult:
         """A rental that ended may still have a code that came just before the end and no poll saw yet."""
         try:
             await self.rentals.messages(rental_id)
         except ProviderError as err:
             log.info("last look at %s failed: %s", rental_id, err.message)
-        message = await self.ledger.claim_next(rental_id)
-        if message is not None:
-            return WaitResult("code_received", rental, waited, message, number_state)
-        return WaitResult("rental_ended", rental, waited, None, number_state)
+        with anyio.CancelScope(shield=True):
+            message = await self.ledger.claim_next(rental_id)
+        outcome: WaitOutcome = "code_received" if message is not None else "rental_ended"
+        return WaitResult(outcome, rental, waited, message, self._phase(rental_id))
 
     def _next_wake_check(self, rental_id: str) -> float:
         awake = self._awake.get(rental_id)
@@ -189,9 +198,10 @@ class Delivery:
 
     async def wake(self, rental_id: str) -> NumberStatus:
         """The wake_up tool: wake a GotSMS number now, and remember its windows for the waits."""
-        status = await self.rentals.wake_up(rental_id)
-        self._remember(status.rental_id, status)
-        return status
+        async with self._wake_locks[rental_id]:
+            status = await self.rentals.wake_up(rental_id)
+            self._remember(rental_id, status)
+            return status
 
     def _remember(self, rental_id: str, status: NumberStatus) -> _Awake:
         """A number's queue and online window from its status (seconds left, so clocks need not agree)."""
@@ -206,31 +216,31 @@ class Delivery:
         self.expect(rental_id, online_at)
         return awake
 
-    async def _keep_awake(self, rental_id: str) -> tuple[str, str]:
+    def _phase(self, rental_id: str) -> NumberPhase | None:
+        """Where a GotSMS number is in its wake-up cycle, as far as the last status said."""
+        awake = self._awake.get(rental_id)
+        if awake is None:
+            return None
+        now = time.time()
+        if awake.unknown:
+            return "unknown"
+        return "queued" if now < awake.online_at else "online"
+
+    async def _keep_awake(self, rental_id: str) -> str:
         """Wake a sleeping GotSMS number, follow its queue, and wake it again when its online window ends.
-        Returns the phase (queued, online, unknown) and a line for progress messages."""
-        provider = self.rentals.provider("gotsms")
-        assert isinstance(provider, GotSmsProvider)
-        local = parse_rental_id(rental_id).local_id
+        Returns a line for progress messages."""
         async with self._wake_locks[rental_id]:
             known, now = self._awake.get(rental_id), time.time()
             if known is None or now >= known.online_till:
                 try:
-                    status = await provider.number_status(local)
-                    if status.can_wake_up:
-                        try:
-                            await provider.wake_up(local)
-                        except (ProviderRejected, CancelNotAllowed) as err:
-                            log.info("wake-up of %s refused: %s", rental_id, err.message)
-                        status = await provider.number_status(local)
+                    known = self._remember(rental_id, await self.rentals.wake_up(rental_id))
                 except ProviderError as err:
                     log.warning("could not check or wake %s: %s", rental_id, err.message)
-                    self._awake[rental_id] = _Awake(now, now + 10.0)  # try again in a moment
-                    return "unknown", "number state unknown (provider error); still polling"
-                known = self._remember(rental_id, status)
+                    self._awake[rental_id] = _Awake(now, now + 10.0, unknown=True)  # try again in a moment
+                    return "number state unknown (provider error); still polling"
             if now < known.online_at:
-                return "queued", f"number queued, online in about {known.online_at - now:.0f} s"
-            return "online", f"number online until {_clock(known.online_till)}"
+                return f"number queued, online in about {known.online_at - now:.0f} s"
+            return f"number online until {_clock(known.online_till)}"
 
     # -- Pushes -----------------------------------------------------------------------------------
 
@@ -269,6 +279,6 @@ def _clock(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S UTC")
 
 
-def _progress_text(waited: float, number_state: str | None) -> str:
+def _progress_text(waited: float, number: str | None) -> str:
     text = f"waiting for the SMS, {waited:.0f} s so far"
-    return f"{text}; {number_state}" if number_state else text
+    return f"{text}; {number}" if number else text

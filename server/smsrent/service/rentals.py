@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 import anyio
 
 from smsrent.domain.errors import (
+    CancelNotAllowed,
     InvalidInput,
     NotConfigured,
     ProviderError,
@@ -179,20 +180,17 @@ class Rentals:
         return plans
 
     async def rental(self, rental_id: str | Ref) -> Rental:
-        """A rental from the ledger, or from its provider (then recorded) when the ledger does not know it."""
+        """A rental from the ledger; one it does not know is refused before any network call (list_rentals
+        adopts rentals made elsewhere, on the provider's website say)."""
         ref = rental_id if isinstance(rental_id, Ref) else parse_rental_id(rental_id)
         known = await self.ledger.rental(str(ref))
-        if known is not None:
-            return known
-        provider = self.provider(ref.provider)
-        try:
-            receipt = await provider.get_rental(ref)
-        except ProviderNotFound as err:
+        if known is None:
             raise UnknownRental(
-                f"No rental {ref} is known here or at {provider.display_name}; call list_rentals to see your rentals.",
+                f"No rental {ref} is known here; call list_rentals to see your rentals (it also picks up rentals"
+                " made on the provider's website).",
                 provider=ref.provider,
-            ) from err
-        return await self.record(receipt)
+            )
+        return known
 
     async def list_rentals(
         self, status: RentalFilter = "active", provider: ProviderName | None = None
@@ -553,10 +551,6 @@ class Rentals:
         self.guard.check_price(price, max_price, f"extending {ref}")
         return Extension(ref, rental, price, target)
 
-    async def extend(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Outcome:
-        """Extend a rental (see `extension`), spending at most `max_price`."""
-        return await self.extend_quoted(await self.extension(rental_id, max_price, plan_id), max_price)
-
     async def extend_quoted(self, extension: Extension, max_price: Decimal) -> Outcome:
         """Buy an extension already quoted (and, where needed, approved)."""
         ref, rental, price, target = extension.ref, extension.rental, extension.price, extension.plan
@@ -638,7 +632,10 @@ class Rentals:
         await self.rental(ref)
         status = await provider.number_status(ref.local_id)
         if status.can_wake_up:
-            await provider.wake_up(ref.local_id)
+            try:
+                await provider.wake_up(ref.local_id)
+            except (ProviderRejected, CancelNotAllowed) as err:  # woken meanwhile (another call, the website)
+                log.info("wake-up of %s refused: %s", ref, err.message)
             status = await provider.number_status(ref.local_id)
         await self.ledger.save_rental(
             Rental(
