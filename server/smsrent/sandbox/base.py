@@ -8,21 +8,38 @@ background (needed for pushes such as Getatext's webhook).
 
 from __future__ import annotations
 
+import math
 import random
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-Fault = Literal["500", "html", "truncated", "429", "commit_then_500", "commit_then_hang"]
+Fault = Literal[
+    "500",
+    "html",
+    "not_json",
+    "truncated",
+    "429",
+    "slow",
+    "cut",
+    "commit_then_500",
+    "commit_then_hang",
+    "commit_then_cut",
+]
+"""What a provider can do wrong: `slow` answers after `slow_seconds` (past a client's timeout), `cut` drops the
+connection mid-answer (real HTTP only), and `commit_then_*` changes state first and then loses the answer."""
+FAULTS: tuple[Fault, ...] = get_args(Fault)
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -58,8 +75,12 @@ class SandboxServer:
 
     timing: SandboxTiming = field(default_factory=SandboxTiming)
     seed: int | None = None
+    slow_seconds: float = 30.0
     requests: list[tuple[float, str, str]] = field(default_factory=list, init=False)
+    injected: Counter[Fault] = field(default_factory=Counter, init=False)
     _faults: list[_FaultRule] = field(default_factory=list, init=False)
+    _chaos: tuple[float, tuple[Fault, ...]] | None = field(default=None, init=False)
+    _throttled_until: float = field(default=0.0, init=False)
     _wakeup: anyio.Event = field(default_factory=anyio.Event, init=False)
 
     def __post_init__(self) -> None:
@@ -87,6 +108,12 @@ class SandboxServer:
     def inject(self, method: str, path: str, fault: Fault, times: int = 1) -> None:
         """Make the next `times` requests to `method path` (a path prefix) fail with `fault`."""
         self._faults.append(_FaultRule(method.upper(), path, fault, times))
+
+    def chaos(self, rate: float, faults: tuple[Fault, ...] = FAULTS) -> None:
+        """From now on, fail each request with probability `rate` (0 stops it), by a fault drawn from `faults`
+        with the sandbox's seeded generator. `commit_then_*` faults only hit POSTs, the requests that change
+        state; a `429` starts a one-second burst in which every request is refused with `Retry-After`."""
+        self._chaos = (rate, faults) if rate > 0 else None
 
     def request_count(self, since: float = 0.0) -> int:
         """Requests served since `since` (`time.time()`)."""
@@ -122,19 +149,25 @@ class SandboxServer:
         async def wrapped(request: Request) -> Response:
             self.requests.append((time.time(), request.method, request.url.path))
             self.advance()
-            rule = self._take_fault(request)
-            if rule is not None and not rule.startswith("commit_then"):
-                return _fault_response(rule)
+            fault = self._take_fault(request)
+            if fault is not None:
+                self.injected[fault] += 1
+            if fault == "slow":
+                await anyio.sleep(self.slow_seconds)
+            elif fault == "429":
+                return _throttled(max(self._throttled_until, time.time() + 1.0))
+            elif fault is not None and not fault.startswith("commit_then"):
+                return _fault_response(fault)
             if auth is not None and not auth(request):
                 return self.unauthorized()
             response = await handler(request)
             self.poke()
-            if rule is not None:
-                self.commits += 1
-                if rule == "commit_then_hang":
-                    await anyio.sleep_forever()
-                return _fault_response("500")
-            return response
+            if fault is None or not fault.startswith("commit_then"):
+                return response
+            self.commits += 1
+            if fault == "commit_then_hang":
+                await anyio.sleep_forever()
+            return _fault_response("cut" if fault == "commit_then_cut" else "500")
 
         return wrapped
 
@@ -142,23 +175,52 @@ class SandboxServer:
         return JSONResponse({"message": "Unauthenticated."}, status_code=401)
 
     def _take_fault(self, request: Request) -> Fault | None:
+        """The fault this request meets: an injected rule first, then a rate-limit burst, then chaos."""
         for rule in self._faults:
             if rule.method == request.method and request.url.path.startswith(rule.path):
                 rule.times -= 1
                 if rule.times <= 0:
                     self._faults.remove(rule)
                 return rule.fault
-        return None
+        if time.time() < self._throttled_until:
+            return "429"
+        if self._chaos is None or self.rng.random() >= self._chaos[0]:
+            return None
+        allowed = [f for f in self._chaos[1] if request.method == "POST" or not f.startswith("commit_then")]
+        fault = self.rng.choice(allowed) if allowed else None
+        if fault == "429":
+            self._throttled_until = time.time() + 1.0
+        return fault
 
 
 def _fault_response(fault: Fault) -> Response:
     if fault == "html":
         return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html")
+    if fault == "not_json":
+        return Response("OK", 200, media_type="text/plain")
     if fault == "truncated":
         return Response('{"success": true, "data": {"id": "', 200, media_type="application/json")
-    if fault == "429":
-        return JSONResponse({"message": "Too Many Attempts."}, status_code=429, headers={"Retry-After": "1"})
+    if fault == "cut":
+        return _CutResponse()
     return JSONResponse({"message": "Server Error"}, status_code=500)
+
+
+def _throttled(until: float) -> Response:
+    retry_after = max(1, math.ceil(until - time.time()))
+    return JSONResponse({"message": "Too Many Attempts."}, status_code=429, headers={"Retry-After": str(retry_after)})
+
+
+class _CutResponse(Response):
+    """Headers and half a body, then the connection drops: the server returns without finishing the answer,
+    and uvicorn closes the socket (the client sees an incomplete message)."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200, media_type="application/json")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"200")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"success": true, "da', "more_body": True})
 
 
 async def json_body(request: Request) -> dict[str, Any]:
