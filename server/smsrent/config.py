@@ -17,6 +17,7 @@ from smsrent.domain.ids import LONG_PERIODS
 from smsrent.domain.values import parse_timezone
 from smsrent.providers.getatext import DEFAULT_BASE_URL as GETATEXT_DEFAULT_URL
 from smsrent.providers.gotsms import DEFAULT_BASE_URL as GOTSMS_DEFAULT_URL
+from smsrent.service.rentals import SETTLE_AFTER
 
 PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)]
 
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_WEBHOOK_SECRET"))
     webhook_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("SMSRENT_WEBHOOK_IPS"))
     webhook_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("SMSRENT_WEBHOOK_PORT"))
+    provider_timeout: float = Field(20.0, gt=0, le=300, validation_alias=_env("SMSRENT_PROVIDER_TIMEOUT"))
+    settle_after: float = Field(SETTLE_AFTER, ge=0, validation_alias=_env("SMSRENT_SETTLE_AFTER"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias=_env("SMSRENT_LOG_LEVEL")
     )

@@ -98,13 +98,15 @@ def sandbox_providers() -> Providers:
 def configured_providers(settings: Settings) -> Providers:
     """The real providers whose credentials are set."""
     adapters: list[Provider] = []
+    timeout = httpx.Timeout(settings.provider_timeout, connect=min(5.0, settings.provider_timeout))
     if settings.gotsms_api_token is not None:
-        adapters.append(GotSmsProvider(settings.gotsms_api_token, base_url=settings.gotsms_base_url))
+        adapters.append(GotSmsProvider(settings.gotsms_api_token, base_url=settings.gotsms_base_url, timeout=timeout))
     if settings.getatext_api_key is not None:
         adapters.append(
             GetatextProvider(
                 settings.getatext_api_key,
                 base_url=settings.getatext_base_url,
+                timeout=timeout,
                 use_handler_api=settings.getatext_use_handler_api,
                 tz=settings.provider_tz,
                 long_prices=settings.getatext_long_rental_prices,
@@ -145,7 +147,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
             guard = MoneyGuard(
                 settings.max_price, settings.daily_budget, settings.confirm_above, settings.allow_auto_renew
             )
-            rentals = Rentals(built.adapters, ledger, guard)
+            rentals = Rentals(built.adapters, ledger, guard, settle_after=settings.settle_after)
             delivery = Delivery(rentals)
             rentals.observers.append(subscriptions.messages_arrived)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
@@ -175,6 +177,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
         instructions=f"{SANDBOX_NOTE}\n\n{INSTRUCTIONS}" if sandbox else INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=subscriptions.bus,
+        middleware=[tools.bounded_errors],
     )
     subscriptions.install(mcp)
     client_logs.install(mcp)
