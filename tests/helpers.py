@@ -19,7 +19,10 @@ FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.0, max_delay=0.0, max_retry_af
 
 
 def gotsms_adapter(
-    sandbox: GotSmsSandbox, base_url: str | None = None, transport: httpx.AsyncBaseTransport | None = None
+    sandbox: GotSmsSandbox,
+    base_url: str | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+    timeout: float = 20.0,
 ) -> GotSmsProvider:
     """The real GotSMS adapter over the sandbox: in-process ASGI, or `base_url` (loopback HTTP)."""
     if base_url is None and transport is None:
@@ -29,6 +32,7 @@ def gotsms_adapter(
         base_url=base_url or "http://gotsms.sandbox/api",
         transport=transport,
         retry=FAST_RETRY,
+        timeout=httpx.Timeout(timeout),
         sandbox=True,
     )
 

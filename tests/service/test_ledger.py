@@ -324,7 +324,7 @@ async def test_committed_counts_each_purchase_state_as_the_contract_says(ledger:
     await ledger.settle(not_bought, "not_bought", note="not in the list")
     assert await ledger.committed() == Decimal("4.30")
     # A refund credits the purchase that bought the rental.
-    await ledger.note_refund("gotsms:r1", Decimal("0.60"))
+    await ledger.note_refund("gotsms:r1", Decimal("0.60"), provider="gotsms")
     assert await ledger.committed() == Decimal("3.70")
     states = {p.purchase_id: p.state for p in await ledger.purchases()}
     assert states == {
@@ -432,10 +432,27 @@ async def test_a_refund_credits_only_the_latest_purchase_of_the_rental_and_never
     first = await bought(ledger, "0.55", rental_id="getatext:7")
     again = await bought(ledger, "0.55", rental_id="getatext:7")  # a re-rent settled without its new id
     assert await ledger.committed() == Decimal("1.10")
-    await ledger.note_refund("getatext:7", Decimal("5.00"))  # a balance difference can be larger than the price
+    await ledger.note_refund("getatext:7", Decimal("5.00"), provider="getatext")  # a balance difference can be larger than the price
     assert await ledger.committed() == Decimal("0.55")  # one purchase credited, by its price only
     with sqlite3.connect(ledger_path) as db:
         credited = dict(db.execute("SELECT purchase_id, refunded FROM purchases").fetchall())
     assert credited == {first: None, again: "0.55"}
-    await ledger.note_refund("gotsms:unknown", Decimal("1.00"))  # nothing bought it: nothing to credit
+    await ledger.note_refund("gotsms:unknown", Decimal("1.00"), provider="gotsms")  # nothing bought it: nothing to credit
     assert await ledger.committed() == Decimal("0.55")
+
+
+async def test_a_refund_raises_the_balance_an_uncertain_purchase_of_that_provider_is_settled_from(
+    ledger: Ledger,
+) -> None:
+    uncertain = await ledger.reserve(provider="getatext", kind="rent", amount=Decimal("1.00"))
+    await ledger.note_balance_before(uncertain, Decimal("10.00"))
+    await ledger.settle(uncertain, "uncertain", note="timeout")
+    elsewhere = await ledger.reserve(provider="gotsms", kind="rent", amount=Decimal("1.00"))
+    await ledger.note_balance_before(elsewhere, Decimal("3.00"))
+    await ledger.settle(elsewhere, "uncertain", note="timeout")
+    await bought(ledger, "0.55", rental_id="getatext:7")
+    await ledger.note_refund("getatext:7", Decimal("0.55"), provider="getatext")
+    before = {p.purchase_id: p.balance_before for p in await ledger.purchases()}
+    # Without the raise, 10.55 - 0.55 (charged) = 10.00 would read as "not charged".
+    assert before[uncertain] == Decimal("10.55")
+    assert before[elsewhere] == Decimal("3.00")

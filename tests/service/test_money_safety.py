@@ -448,6 +448,28 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
         assert await ledger.committed() == D("0.20") == start - getatext_sandbox.balance
 
 
+@pytest.mark.parametrize("fault", ["commit_then_500", "500"])
+async def test_a_refund_whose_answer_is_lost_is_settled_by_the_balance(
+    ledger: Ledger, gotsms_sandbox: GotSmsSandbox, fault: Fault
+) -> None:
+    """The provider refunded (or did not) but its answer never came: the balance tells (read again after the
+    adapter's timeout), and the ledger's spend follows what the provider really did."""
+    async with service(ledger, gotsms_adapter(gotsms_sandbox, timeout=0.2)) as rentals:
+        outcome = await rentals.buy(await discord_day(rentals), D("1.00"))
+        rent_id = local(outcome.rental.rental_id)
+        gotsms_sandbox.inject("POST", f"{RENTS}/{rent_id}/refund", fault)
+        if fault == "commit_then_500":
+            refund = await rentals.refund(outcome.rental.rental_id)
+            assert (refund.refunded, refund.rental.status) == (D("0.60"), "refunded")
+        else:
+            with pytest.raises(ProviderError, match="may or may not have gone through"):
+                await rentals.refund(outcome.rental.rental_id)
+        refunded = gotsms_sandbox.rents[rent_id].status != "active"
+        assert refunded == (fault == "commit_then_500")
+        assert requests_to(gotsms_sandbox, "POST", f"{RENTS}/{rent_id}/refund") == 1  # never retried
+        assert await ledger.committed() == D("25.00") - gotsms_sandbox.balance == (0 if refunded else D("0.60"))
+
+
 async def test_getatext_long_rental_lost_answer_is_found_in_the_long_rental_list(
     ledger: Ledger, getatext_sandbox: GetatextSandbox
 ) -> None:

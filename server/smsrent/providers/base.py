@@ -118,6 +118,10 @@ class HttpProvider:
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
         )
 
+    @property
+    def answer_timeout(self) -> float:
+        return self._client.timeout.read or 0.0
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -331,6 +335,11 @@ class Provider(Protocol):
 
     @property
     def sandbox(self) -> bool: ...
+
+    @property
+    def answer_timeout(self) -> float:
+        """Seconds the adapter waits for an answer before it gives up."""
+        ...
 
     async def get_balance(self) -> Balance: ...
 

@@ -289,8 +289,10 @@ class Ledger:
             )
         )
 
-    async def note_refund(self, rental_id: str, amount: Decimal) -> None:
-        """Credit a refund against the latest purchase that bought the rental, up to what it cost."""
+    async def note_refund(self, rental_id: str, amount: Decimal, *, provider: str) -> None:
+        """Credit a refund against the latest purchase that bought the rental, up to what it cost; and raise the
+        balance an uncertain purchase of this provider is measured from, so the refund is not read as "not
+        charged" when it is settled from the balance."""
 
         def credit(db: sqlite3.Connection) -> None:
             row = db.execute(
@@ -302,6 +304,14 @@ class Ledger:
                 purchase_id, cost = row
                 credited = min(amount, Decimal(cost))
                 db.execute("UPDATE purchases SET refunded = ? WHERE purchase_id = ?", (str(credited), purchase_id))
+            uncertain = db.execute(
+                "SELECT purchase_id, balance_before FROM purchases WHERE provider = ? AND state = 'uncertain'"
+                " AND balance_before IS NOT NULL",
+                (provider,),
+            ).fetchall()
+            for purchase_id, before in uncertain:
+                raised = str(Decimal(before) + amount)
+                db.execute("UPDATE purchases SET balance_before = ? WHERE purchase_id = ?", (raised, purchase_id))
 
         await self._write(credit)
 

@@ -512,17 +512,46 @@ class Rentals:
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
-        before = (await provider.get_balance()).amount if ref.long else None
-        receipt = await provider.refund(ref)
-        status = RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
-        updated = await self.record(receipt.model_copy(update={"rental": _with(receipt.rental, status=status)}))
-        balance_after = receipt.balance_after
-        if balance_after is None:
-            balance_after = (await provider.get_balance()).amount
-        refunded = balance_after - before if before is not None else receipt.rental.price or rental.price
-        if refunded is not None and refunded > 0:
-            await self.ledger.note_refund(str(ref), refunded)
+        # The balance tells what a refund whose answer was lost did: one refund at a time per provider, and on
+        # Getatext not while a purchase (settled from the balance too) is being made.
+        async with self._serial[provider.name]:
+            before = (await provider.get_balance()).amount
+            try:
+                receipt = await provider.refund(ref)
+            except ProviderError as err:
+                if not err.uncertain:
+                    raise
+                return await self._refund_lost(provider, rental, before, err)
+            updated = await self.record(receipt.model_copy(update={"rental": _ended(provider, receipt.rental)}))
+            balance_after = receipt.balance_after
+            if balance_after is None:
+                balance_after = (await provider.get_balance()).amount
+            refunded = balance_after - before if ref.long else receipt.rental.price or rental.price
+            if refunded is not None and refunded > 0:
+                await self.ledger.note_refund(str(ref), refunded, provider=provider.name)
         return RefundOutcome(updated, refunded, balance_after)
+
+    async def _refund_lost(
+        self, provider: Provider, rental: Rental, before: Decimal, err: ProviderError
+    ) -> RefundOutcome:
+        """A refund whose answer never came: done if the balance went up by the price, checked at once and again
+        after the adapter's timeout (an answer that was only slow lands by then)."""
+        for delay in (0.0, provider.answer_timeout):
+            await anyio.sleep(delay)
+            try:
+                after = (await provider.get_balance()).amount
+            except ProviderError:
+                break
+            if rental.price is not None and after - before >= rental.price:
+                updated = await self.ledger.save_rental(_ended(provider, rental))
+                await self.ledger.note_refund(rental.rental_id, rental.price, provider=provider.name)
+                return RefundOutcome(updated, rental.price, after)
+        raise ProviderError(
+            f"{err.message} The refund may or may not have gone through (the balance does not show it yet);"
+            " check get_balance or list_rentals later. Asking for the refund again is safe.",
+            provider=provider.name,
+            status_code=err.status_code,
+        ) from err
 
     async def extension(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Extension:
         """What extending a rental would buy and cost (reads only): a GotSMS move to the longer `plan_id`, a
@@ -676,6 +705,13 @@ def _find_bought(purchase: Purchase, listed: Sequence[Rental], taken: set[str]) 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _ended(provider: Provider, rental: Rental) -> Rental:
+    """A rental given back: GotSMS calls it refunded, Getatext cancelled."""
+    return _with(
+        rental, status=RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
+    )
 
 
 def _with(rental: Rental, **changes: object) -> Rental:
