@@ -8,9 +8,10 @@ money or changes a rental.
 import functools
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Annotated, Literal, ParamSpec, TypeVar
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
 from mcp.server import MCPServer
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
@@ -95,6 +96,25 @@ def domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             raise ToolError(err.message) from err
 
     return wrapper
+
+
+MAX_ERROR_CHARS = 1000
+
+
+async def bounded_errors(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: tool errors stay short and printable whatever a caller sent (the SDK's "Unknown tool: ..."
+    repeats the name it was given, however long, control characters and all)."""
+    result = await call_next(ctx)
+    if ctx.method == "tools/call" and isinstance(result, dict) and result.get("isError"):
+        for block in result.get("content") or ():
+            if isinstance(block, dict) and isinstance(block.get("text"), str):
+                block["text"] = _bounded(block["text"])
+    return result
+
+
+def _bounded(text: str) -> str:
+    shown = "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+    return shown if len(shown) <= MAX_ERROR_CHARS else f"{shown[:MAX_ERROR_CHARS]}... ({len(text)} characters)"
 
 
 def _state(ctx: Ctx) -> AppState:
