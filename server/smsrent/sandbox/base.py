@@ -153,6 +153,7 @@ class SandboxServer:
             if fault is not None:
                 self.injected[fault] += 1
             if fault == "slow":
+                await request.body()  # read now: the client will have gone when the handler runs
                 await anyio.sleep(self.slow_seconds)
             elif fault == "429":
                 return _throttled(max(self._throttled_until, time.time() + 1.0))
