@@ -1,0 +1,44 @@
+"""The quick soak (`scripts/soak.py --quick`): faults, kills and random sessions on real server processes, then
+the invariants. The script checks them; this test makes sure it ran, exercised what it claims, and passed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+SCRIPT = Path(__file__).parents[2] / "scripts" / "soak.py"
+
+
+def figure(table: str, label: str) -> str:
+    found = re.search(rf"^  {re.escape(label)}\s+(.*)$", table, re.MULTILINE)
+    assert found, f"no {label!r} row in:\n{table}"
+    return found.group(1)
+
+
+def first_number(text: str) -> int:
+    return int(re.match(r"\d+", text).group())  # type: ignore[union-attr]
+
+
+def test_quick_soak_holds_its_invariants() -> None:
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=600, check=False
+    )
+    table = run.stdout
+    assert run.returncode == 0, f"{table}\n{run.stderr[-3000:]}"
+    assert "invariants: all hold" in table
+    assert first_number(figure(table, "sequences run")) == 100
+    assert first_number(figure(table, "faults injected")) >= 30
+    assert first_number(figure(table, "crashes survived (SIGKILL)")) >= 1
+    assert first_number(figure(table, "bad inputs tried")) >= 1
+    assert figure(table, "secrets found") == "0"
+    assert figure(table, "unexpected client failures") == "0"
+    made, recorded = (int(n) for n in figure(table, "purchases attempted / made / recorded").split(" / ")[1:])
+    assert made == recorded > 0
+    charged, recorded_money = re.findall(r"[\d.]+", figure(table, "money charged vs recorded"))
+    assert charged == recorded_money
