@@ -1,8 +1,10 @@
 """The streamable HTTP transport: `/mcp`, `/healthz`, and the Getatext webhook.
 
-Loopback binds keep the SDK's own DNS-rebinding protection. Other binds need SMSRENT_HTTP_TOKEN (then every
-request but the webhook, which has its own secret path, must carry it) and get the same protection with an
-allowlist: the bound host, plus SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0).
+Every bind keeps the SDK's DNS-rebinding protection (Host and Origin checks). Loopback binds accept the
+loopback names (the SDK's own list) and the bound address. Other binds need SMSRENT_HTTP_TOKEN (then every
+request but the webhook, which has its own secret path, must carry it) and accept the bound host plus
+SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0). Request bodies above a small
+limit are refused with 413 before anything reads them.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from ipaddress import ip_address
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smsrent import __version__
 from smsrent.mcp.app import App
@@ -23,6 +26,9 @@ from smsrent.mcp.webhook import webhook_route
 MCP_PATH = "/mcp"
 WEBHOOK_PREFIX = "/webhooks/"
 WILDCARDS = ("0.0.0.0", "::", "[::]")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what the SDK allows on its own loopback binds
+MCP_BODY_LIMIT = 1024 * 1024  # bytes; JSON-RPC requests to this server are a few hundred bytes
+WEBHOOK_BODY_LIMIT = 64 * 1024  # the route itself allows less (webhook.MAX_BODY); this refuses before it reads
 
 
 def is_loopback(host: str) -> bool:
@@ -42,7 +48,7 @@ def http_app(app: App, host: str) -> ASGIApp:
             f"refusing to serve on {host} without SMSRENT_HTTP_TOKEN: anyone who can reach it could spend your"
             " money. Set SMSRENT_HTTP_TOKEN, or bind 127.0.0.1."
         )
-    security = None if is_loopback(host) else _allowlist(host, app.settings.http_allowed_hosts)
+    security = _allowlist(host, () if is_loopback(host) else app.settings.http_allowed_hosts)
 
     async def healthz(_request: Request) -> Response:
         state = app.runtime.state
@@ -55,14 +61,21 @@ def http_app(app: App, host: str) -> ASGIApp:
     starlette: Starlette = app.mcp.streamable_http_app(
         streamable_http_path=MCP_PATH, host=host, transport_security=security
     )
+    limited = BodyLimit(starlette)
     if token is None:
-        return starlette
-    return BearerToken(starlette, token.get_secret_value())
+        return limited
+    return BearerToken(limited, token.get_secret_value())  # outermost: no body is read for a stranger
 
 
 def _allowlist(host: str, extra: tuple[str, ...]) -> TransportSecuritySettings:
-    """DNS-rebinding protection for a non-loopback bind: only the names clients really use are accepted."""
-    names = [*([] if host in WILDCARDS else [host]), *extra]
+    """DNS-rebinding protection: only the names clients really use are accepted, in Host and in Origin (with or
+    without a port: a browser leaves out the scheme's default port).
+
+    The SDK protects a loopback bind by itself only for 127.0.0.1, localhost and ::1, so a bind such as
+    `[::1]` or 127.0.0.2 would go unprotected: every loopback bind gets its list here, plus the bound address.
+    """
+    own = [] if host in WILDCARDS else [host]
+    names = list(dict.fromkeys(map(_host_form, [*(LOOPBACK_NAMES if is_loopback(host) else ()), *own, *extra])))
     if not names:
         raise ValueError(
             f"binding {host} accepts any address, so name the host names clients will use in"
@@ -71,9 +84,60 @@ def _allowlist(host: str, extra: tuple[str, ...]) -> TransportSecuritySettings:
         )
     return TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
-        allowed_hosts=[form for name in names for form in (name, f"{name}:*")],
-        allowed_origins=[form for name in names for form in (f"http://{name}:*", f"https://{name}:*")],
+        allowed_hosts=[f"{name}{port}" for name in names for port in ("", ":*")],
+        allowed_origins=[
+            f"{scheme}://{name}{port}" for name in names for scheme in ("http", "https") for port in ("", ":*")
+        ],
     )
+
+
+def _host_form(host: str) -> str:
+    """A bind address as it appears in a Host header: IPv6 in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+class BodyLimit:
+    """Refuses request bodies above the path's limit (WEBHOOK_BODY_LIMIT under the webhook prefix,
+    MCP_BODY_LIMIT elsewhere) with a 413 before the app sees any of it.
+
+    A declared Content-Length is checked up front, without reading; otherwise (a chunked body) the body is
+    counted as it streams in, buffered up to the limit, and replayed to the app once complete.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = WEBHOOK_BODY_LIMIT if scope["path"].startswith(WEBHOOK_PREFIX) else MCP_BODY_LIMIT
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit)(scope, receive, send)
+            return
+        body, tail = bytearray(), []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                tail.append(message)
+                break
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _too_large(limit)(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replay: list[Message] = [{"type": "http.request", "body": bytes(body), "more_body": bool(tail)}, *tail]
+
+        async def replayed() -> Message:
+            return replay.pop(0) if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
+def _too_large(limit: int) -> Response:
+    return JSONResponse({"error": "request body too large", "max_bytes": limit}, status_code=413)
 
 
 class BearerToken:
