@@ -432,12 +432,13 @@ async def test_a_refund_credits_only_the_latest_purchase_of_the_rental_and_never
     first = await bought(ledger, "0.55", rental_id="getatext:7")
     again = await bought(ledger, "0.55", rental_id="getatext:7")  # a re-rent settled without its new id
     assert await ledger.committed() == Decimal("1.10")
-    await ledger.note_refund("getatext:7", Decimal("5.00"), provider="getatext")  # a balance difference can be larger than the price
+    # A balance difference can be larger than the price.
+    await ledger.note_refund("getatext:7", Decimal("5.00"), provider="getatext")
     assert await ledger.committed() == Decimal("0.55")  # one purchase credited, by its price only
     with sqlite3.connect(ledger_path) as db:
         credited = dict(db.execute("SELECT purchase_id, refunded FROM purchases").fetchall())
     assert credited == {first: None, again: "0.55"}
-    await ledger.note_refund("gotsms:unknown", Decimal("1.00"), provider="gotsms")  # nothing bought it: nothing to credit
+    await ledger.note_refund("gotsms:unknown", Decimal("1.00"), provider="gotsms")  # nothing bought it: no credit
     assert await ledger.committed() == Decimal("0.55")
 
 
