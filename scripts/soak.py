@@ -9,8 +9,8 @@ and the stdio servers are killed with SIGKILL. Then the invariants are checked a
 - no server exited but by our kills, and each still answers tools/list;
 - no secret (provider keys, HTTP token, webhook secret) appears in any result, resource, error or log line.
 
-    python scripts/soak.py            # the full soak: 300 sequences, about 6 minutes
-    python scripts/soak.py --quick    # what CI runs: 60 sequences, about 2 minutes
+    python scripts/soak.py            # the full soak: 500 sequences, about 5 minutes
+    python scripts/soak.py --quick    # what CI runs: 100 sequences, about 1.5 minutes
 
 Exit status 1 when an invariant fails. Nothing leaves 127.0.0.1.
 """

@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from smsrent.domain.ids import LONG_PERIODS
@@ -97,6 +97,16 @@ class Settings(BaseSettings):
     @classmethod
     def _split_ips(cls, value: object) -> object:
         return tuple(filter(None, (v.strip() for v in value.split(",")))) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _settle_after_outlasts_a_late_answer(self) -> Settings:
+        """Not seeing a purchase counts as proof only well after a late answer could still have landed."""
+        if self.settle_after < 2 * self.provider_timeout:
+            raise ValueError(
+                f"SMSRENT_SETTLE_AFTER ({self.settle_after:g} s) must be at least twice SMSRENT_PROVIDER_TIMEOUT"
+                f" ({self.provider_timeout:g} s): a purchase the provider finishes late would be taken as not bought"
+            )
+        return self
 
     @property
     def provider_tz(self) -> tzinfo:

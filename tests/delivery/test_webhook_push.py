@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import anyio
 import httpx
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.providers.getatext import parse_webhook
 from smsrent.sandbox.getatext import TZ
 from smsrent.service.delivery import WaitResult
@@ -139,3 +141,49 @@ async def test_when_rental_status_fails_a_push_with_a_string_code_is_delivered_a
     assert result.message.code == "004521"
     assert result.message.received_at is not None
     assert result.message.received_at.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("orphans", "adopted"),
+    [
+        (["uber"], True),
+        (["uber", "uber"], False),  # two purchases it could belong to: neither gets it
+        (["whatsapp"], False),  # no purchase of its service
+    ],
+)
+async def test_a_push_adopts_the_rental_a_purchase_paid_for_without_learning_its_id(
+    make_world: WorldFactory, orphans: list[str], adopted: bool
+) -> None:
+    """A Getatext purchase whose answer was lost is settled from the balance, without the rental id; the first
+    pushed code names the rental: confirmed with `rental-status`, it is recorded and given to that purchase, if
+    exactly one purchase of that service can be its own."""
+    async with make_world(schedule=SLOW, pushes_arrive=True) as world:
+        plan = (await world.rentals.plans(service="uber", provider="getatext"))[0]
+        bought = await world.rentals.provider("getatext").rent(parse_plan_id(plan.plan_id))  # never recorded
+        rental_id = bought.rental.rental_id
+        number = int(parse_rental_id(rental_id).local_id)
+        ids = []
+        for service in orphans:
+            orphan = await world.ledger.reserve(
+                provider="getatext", kind="rent", amount=Decimal("0.50"), plan_id=f"getatext:{service}"
+            )
+            await world.ledger.settle(orphan, "bought", price=plan.price, note="charged, the answer never arrived")
+            ids.append(orphan)
+        world.getatext_sandbox.deliver(number, "004521")
+        body = {"id": number, "code": 4521, "received_at": "2025-07-06 15:43:37", "number": "1"}
+        async with world.running():
+            assert await world.delivery.push(parse_webhook(body, TZ)) is adopted
+            result = await world.delivery.wait(rental_id, 0.5) if adopted else None
+        linked = [(await world.ledger.purchase(pid)).rental_id for pid in ids]  # type: ignore[union-attr]
+        recorded = await world.ledger.rental(rental_id)
+    assert requests(world.getatext_sandbox, "POST", "/api/v1/rent-a-number") == 1
+    if adopted:
+        assert result is not None
+        assert result.message is not None
+        assert result.message.code == "004521"
+        assert linked == [rental_id]
+        assert recorded is not None
+        assert (recorded.plan_id, recorded.price) == (plan.plan_id, plan.price)
+    else:
+        assert linked == [None] * len(orphans)
+        assert recorded is None

@@ -92,7 +92,7 @@ async def test_kill_during_a_wait_then_the_code_that_came_meanwhile_is_returned_
     async def waiting() -> None:  # the wait wakes the sleeping number: it is under way
         await until(lambda: any(path.endswith("/wake-up") for path in posts(gotsms_sandbox)))
 
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         async with serve_loopback(gotsms_sandbox.app) as base:
             env = server_env(tmp_path, GOTSMS_API_TOKEN=gotsms_sandbox.token, GOTSMS_BASE_URL=f"{base}/api")
             await until_killed(env, pidfile, rent_and_wait, waiting)
@@ -195,7 +195,7 @@ async def test_repeated_kills_during_ledger_writes_lose_nothing(tmp_path: Path, 
             await until(lambda: rent_posts() > seen, every=0.001)  # the provider has just rented: a purchase settles
         await anyio.sleep(after_post)
 
-    with anyio.fail_after(30):
+    with anyio.fail_after(90):
         async with serve_loopback(gotsms_sandbox.app) as base:
             env = server_env(tmp_path, GOTSMS_API_TOKEN=gotsms_sandbox.token, GOTSMS_BASE_URL=f"{base}/api")
             for delay, after_post in schedule:

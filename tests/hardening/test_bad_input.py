@@ -37,6 +37,7 @@ from mcp import Client
 from mcp.types import CallToolResult, Tool
 
 from smsrent.mcp.app import App, Providers, create_app
+from smsrent.mcp.tools import MAX_ERROR_CHARS
 from smsrent.sandbox.base import SandboxServer, SandboxTiming
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
@@ -62,7 +63,6 @@ TOOLS = frozenset(
 READ_ONLY_TOOLS = frozenset({"get_balance", "list_plans", "wait_for_code", "list_rentals", "get_messages", "wake_up"})
 SPENDING_TOOLS = TOOLS - READ_ONLY_TOOLS
 
-MAX_ERROR_CHARS = 2000
 CALL_LIMIT = 15.0  # seconds; a valid wait is capped at 1 s by the strategies, so this only catches hangs
 # The largest valid value generated for these integer fields, which are then never left out either (an
 # omitted `timeout_seconds` means a 45 s wait on a real rental).
@@ -476,7 +476,7 @@ async def check_call(server: Server, tool: str, args: dict[str, Json]) -> CallTo
     if result.is_error:
         text = text_of(result)
         assert text.strip(), "a tool error without a message"
-        assert len(text) <= MAX_ERROR_CHARS, f"an unbounded error ({len(text)} chars): {text[:300]}..."
+        assert len(text) <= MAX_ERROR_CHARS + 40, f"an unbounded error ({len(text)} chars): {text[:300]}..."
         assert "Traceback" not in text, text
         assert result.structured_content is None
         assert not any(s in text for s in strings_in(args) if len(s) >= 1000), "a huge input echoed whole"

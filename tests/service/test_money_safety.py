@@ -448,6 +448,22 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
         assert await ledger.committed() == D("0.20") == start - getatext_sandbox.balance
 
 
+async def test_a_refund_answered_after_the_timeout_is_found_by_the_second_look(
+    ledger: Ledger, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    """Over real HTTP: GotSMS refunds 0.8 s after the request, the adapter gave up at 0.5 s; the look after the
+    timeout finds the rental ended and the balance back up."""
+    gotsms_sandbox.slow_seconds = 0.8
+    async with serve_loopback(gotsms_sandbox.app) as base:
+        adapter = gotsms_adapter(gotsms_sandbox, base_url=f"{base}/api", timeout=0.5)
+        async with service(ledger, adapter) as rentals:
+            outcome = await rentals.buy(await discord_day(rentals), D("1.00"))
+            gotsms_sandbox.inject("POST", f"{RENTS}/{local(outcome.rental.rental_id)}/refund", "slow")
+            refund = await rentals.refund(outcome.rental.rental_id)
+    assert (refund.refunded, refund.rental.status) == (D("0.60"), "refunded")
+    assert await ledger.committed() == 0 == D("25.00") - gotsms_sandbox.balance
+
+
 @pytest.mark.parametrize("fault", ["commit_then_500", "500"])
 async def test_a_refund_whose_answer_is_lost_is_settled_by_the_balance(
     ledger: Ledger, gotsms_sandbox: GotSmsSandbox, fault: Fault

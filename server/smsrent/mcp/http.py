@@ -21,14 +21,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smsrent import __version__
 from smsrent.mcp.app import App
-from smsrent.mcp.webhook import webhook_route
+from smsrent.mcp.webhook import MAX_BODY, webhook_route
 
 MCP_PATH = "/mcp"
 WEBHOOK_PREFIX = "/webhooks/"
 WILDCARDS = ("0.0.0.0", "::", "[::]")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what the SDK allows on its own loopback binds
 MCP_BODY_LIMIT = 1024 * 1024  # bytes; JSON-RPC requests to this server are a few hundred bytes
-WEBHOOK_BODY_LIMIT = 64 * 1024  # the route itself allows less (webhook.MAX_BODY); this refuses before it reads
+WEBHOOK_BODY_LIMIT = MAX_BODY  # the webhook route's own limit, enforced here before anything reads the body
 
 
 def is_loopback(host: str) -> bool:

@@ -112,7 +112,8 @@ class SandboxServer:
     def chaos(self, rate: float, faults: tuple[Fault, ...] = FAULTS) -> None:
         """From now on, fail each request with probability `rate` (0 stops it), by a fault drawn from `faults`
         with the sandbox's seeded generator. `commit_then_*` faults only hit POSTs, the requests that change
-        state; a `429` starts a one-second burst in which every request is refused with `Retry-After`."""
+        state; a `429` starts a one-second burst in which every request is refused with `Retry-After`. Cuts and
+        timeouts need real HTTP: serve the sandbox on loopback for `cut`, `commit_then_cut` and `slow`."""
         self._chaos = (rate, faults) if rate > 0 else None
 
     def request_count(self, since: float = 0.0) -> int:
@@ -214,9 +215,6 @@ def _throttled(until: float) -> Response:
 class _CutResponse(Response):
     """Headers and half a body, then the connection drops: the server returns without finishing the answer,
     and uvicorn closes the socket (the client sees an incomplete message)."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=200, media_type="application/json")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(b"content-type", b"application/json"), (b"content-length", b"200")]

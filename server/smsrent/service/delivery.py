@@ -247,17 +247,25 @@ class Delivery:
     async def push(self, pushed: WebhookCode) -> bool:
         """A Getatext webhook code: confirm it with `rental-status` (which keeps leading zeros), store it, and
         wake the waiter at once. A code pushed as a JSON number may have lost its leading zeros, so unconfirmed
-        it is not stored: the poller reads it from `rental-status` instead. False for an unknown rental."""
-        rental = await self.ledger.rental(pushed.rental_id)
+        it is not stored: the poller reads it from `rental-status` instead. False for an unknown rental (unless it
+        is one a purchase paid for without learning its id: then it is adopted)."""
         provider = self.rentals.providers.get("getatext")
-        if rental is None or not isinstance(provider, GetatextProvider):
+        if not isinstance(provider, GetatextProvider):
             return False
+        receipt: Receipt | None = None
+        if await self.ledger.rental(pushed.rental_id) is None:
+            try:
+                receipt = await self.rentals.adopt(pushed.rental_id)
+            except ProviderError as err:
+                log.warning("could not check the pushed rental %s: %s", pushed.rental_id, err.message)
+            if receipt is None:
+                return False
         self.pushes_arrive = True
-        try:
-            receipt = await provider.rental_status(parse_rental_id(pushed.rental_id).local_id, retry=False)
-        except ProviderError as err:
-            log.warning("could not confirm the pushed code of %s: %s", pushed.rental_id, err.message)
-            receipt = None
+        if receipt is None:
+            try:
+                receipt = await provider.rental_status(parse_rental_id(pushed.rental_id).local_id, retry=False)
+            except ProviderError as err:
+                log.warning("could not confirm the pushed code of %s: %s", pushed.rental_id, err.message)
         if receipt is not None and receipt.messages:
             await self.rentals.record(receipt)
         elif not pushed.code_was_number:

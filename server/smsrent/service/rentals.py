@@ -505,6 +505,42 @@ class Rentals:
         await self.ledger.settle(pid, "bought", price=min(charged, purchase.max_price), note=note)
         return None
 
+    async def adopt(self, rental_id: str) -> Receipt | None:
+        """A Getatext rental first heard of by a pushed code: recorded if `rental-status` shows it on this account
+        and exactly one purchase can be its own: bought, for the same service, before the rental ended, but
+        without the rental id (its answer was lost; the balance settled it). None otherwise, and never while
+        another Getatext purchase is unsettled (the rental could be that one's)."""
+        ref = parse_rental_id(rental_id)
+        if ref.long or ref.provider != "getatext":
+            return None
+        async with self._settling[ref.provider]:
+            if not await self._orphans(ref.provider) or await self.ledger.unsettled(ref.provider):
+                return None
+            receipt = await self.provider(ref.provider).get_rental(ref)
+            found = receipt.rental
+            candidates = [
+                p
+                for p in await self._orphans(ref.provider)
+                if _same_service(p.plan_id, found.service)
+                and (found.ends_at is None or found.ends_at.timestamp() > p.created_at)
+            ]
+            if len(candidates) != 1 or any(name == ref.provider for name in self._inflight.values()):
+                return None
+            (purchase,) = candidates
+            rental = await self.ledger.save_rental(
+                _with(found, plan_id=found.plan_id or purchase.plan_id, price=found.price or purchase.price)
+            )
+            await self.ledger.settle(purchase.purchase_id, "bought", rental_id=rental.rental_id, note="found by a push")
+            return receipt.model_copy(update={"rental": rental})
+
+    async def _orphans(self, provider: str) -> list[Purchase]:
+        """Rents bought on `provider` whose rental id is not known."""
+        return [
+            p
+            for p in await self.ledger.purchases()
+            if (p.provider, p.kind, p.state, p.rental_id) == (provider, "rent", "bought", None)
+        ]
+
     # -- Changing rentals -----------------------------------------------------------------------------
 
     async def refund(self, rental_id: str) -> RefundOutcome:
@@ -515,40 +551,52 @@ class Rentals:
         # The balance tells what a refund whose answer was lost did: one refund at a time per provider, and on
         # Getatext not while a purchase (settled from the balance too) is being made.
         async with self._serial[provider.name]:
-            before = (await provider.get_balance()).amount
+            before = await self._balance_or_none(provider)
             try:
                 receipt = await provider.refund(ref)
             except ProviderError as err:
-                if not err.uncertain:
+                if not err.uncertain or before is None:
                     raise
                 return await self._refund_lost(provider, rental, before, err)
             updated = await self.record(receipt.model_copy(update={"rental": _ended(provider, receipt.rental)}))
             balance_after = receipt.balance_after
             if balance_after is None:
                 balance_after = (await provider.get_balance()).amount
-            refunded = balance_after - before if ref.long else receipt.rental.price or rental.price
+            refunded = (
+                balance_after - before if ref.long and before is not None else receipt.rental.price or rental.price
+            )
             if refunded is not None and refunded > 0:
                 await self.ledger.note_refund(str(ref), refunded, provider=provider.name)
         return RefundOutcome(updated, refunded, balance_after)
 
+    async def _balance_or_none(self, provider: Provider) -> Decimal | None:
+        try:
+            return (await provider.get_balance()).amount
+        except ProviderError as err:
+            log.warning("could not read the %s balance before a refund: %s", provider.name, err.message)
+            return None
+
     async def _refund_lost(
         self, provider: Provider, rental: Rental, before: Decimal, err: ProviderError
     ) -> RefundOutcome:
-        """A refund whose answer never came: done if the balance went up by the price, checked at once and again
-        after the adapter's timeout (an answer that was only slow lands by then)."""
+        """A refund whose answer never came: done if the provider shows the rental ended and the balance up by its
+        price, checked at once and again after the adapter's timeout (an answer that was only slow lands by then)."""
         for delay in (0.0, provider.answer_timeout):
             await anyio.sleep(delay)
             try:
                 after = (await provider.get_balance()).amount
+                if rental.price is None or after - before < rental.price:
+                    continue
+                now = (await provider.get_rental(parse_rental_id(rental.rental_id))).rental
             except ProviderError:
                 break
-            if rental.price is not None and after - before >= rental.price:
+            if now.status.ended:
                 updated = await self.ledger.save_rental(_ended(provider, rental))
                 await self.ledger.note_refund(rental.rental_id, rental.price, provider=provider.name)
                 return RefundOutcome(updated, rental.price, after)
         raise ProviderError(
-            f"{err.message} The refund may or may not have gone through (the balance does not show it yet);"
-            " check get_balance or list_rentals later. Asking for the refund again is safe.",
+            f"{err.message} The refund may or may not have gone through (the provider does not show it yet);"
+            " check list_rentals and get_balance later. Asking for the refund again is safe.",
             provider=provider.name,
             status_code=err.status_code,
         ) from err
@@ -716,6 +764,19 @@ def _ended(provider: Provider, rental: Rental) -> Rental:
 
 def _with(rental: Rental, **changes: object) -> Rental:
     return rental.model_copy(update=changes)
+
+
+def _same_service(plan_id: str | None, service: str | None) -> bool:
+    """Whether a rental of `service` (the provider's display name) can be one bought on `plan_id`; an unknown
+    service does not rule it out."""
+    if plan_id is None or service is None:
+        return service is None
+
+    def norm(text: str) -> str:
+        return "".join(c for c in text.casefold() if c.isalnum())
+
+    code, name = norm(parse_plan_id(plan_id).local_id), norm(service)
+    return bool(code and name) and (code in name or name in code)
 
 
 def _service_matches(plan: Plan, wanted: str | None) -> bool:
