@@ -448,11 +448,23 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
         assert await ledger.committed() == D("0.20") == start - getatext_sandbox.balance
 
 
+async def test_a_getatext_cancel_whose_answer_is_lost_is_found_cancelled(
+    ledger: Ledger, getatext_sandbox: GetatextSandbox
+) -> None:
+    async with service(ledger, getatext_adapter(getatext_sandbox)) as rentals:
+        outcome = await rentals.buy(await uber(rentals), D("0.50"))
+        getatext_sandbox.inject("POST", "/api/v1/cancel-rental", "commit_then_500")
+        refund = await rentals.refund(outcome.rental.rental_id)
+        assert (refund.refunded, refund.rental.status) == (D("0.20"), "cancelled")
+        assert requests_to(getatext_sandbox, "POST", "/api/v1/cancel-rental") == 1
+        assert await ledger.committed() == 0 == D("20.00") - getatext_sandbox.balance
+
+
 async def test_a_refund_answered_after_the_timeout_is_found_by_the_second_look(
     ledger: Ledger, gotsms_sandbox: GotSmsSandbox
 ) -> None:
     """Over real HTTP: GotSMS refunds 0.8 s after the request, the adapter gave up at 0.5 s; the look after the
-    timeout finds the rental ended and the balance back up."""
+    timeout finds the rent finished before its time."""
     gotsms_sandbox.slow_seconds = 0.8
     async with serve_loopback(gotsms_sandbox.app) as base:
         adapter = gotsms_adapter(gotsms_sandbox, base_url=f"{base}/api", timeout=0.5)
@@ -465,11 +477,11 @@ async def test_a_refund_answered_after_the_timeout_is_found_by_the_second_look(
 
 
 @pytest.mark.parametrize("fault", ["commit_then_500", "500"])
-async def test_a_refund_whose_answer_is_lost_is_settled_by_the_balance(
+async def test_a_refund_whose_answer_is_lost_is_settled_by_the_rent_status(
     ledger: Ledger, gotsms_sandbox: GotSmsSandbox, fault: Fault
 ) -> None:
-    """The provider refunded (or did not) but its answer never came: the balance tells (read again after the
-    adapter's timeout), and the ledger's spend follows what the provider really did."""
+    """The provider refunded (or did not) but its answer never came: the rent's status tells (GotSMS: finished
+    before its time), and the ledger's spend follows what the provider really did."""
     async with service(ledger, gotsms_adapter(gotsms_sandbox, timeout=0.2)) as rentals:
         outcome = await rentals.buy(await discord_day(rentals), D("1.00"))
         rent_id = local(outcome.rental.rental_id)

@@ -548,55 +548,41 @@ class Rentals:
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
-        # The balance tells what a refund whose answer was lost did: one refund at a time per provider, and on
-        # Getatext not while a purchase (settled from the balance too) is being made.
-        async with self._serial[provider.name]:
-            before = await self._balance_or_none(provider)
+        # A Getatext refund moves the balance its uncertain purchases are settled from: not during a purchase.
+        async with self._purchase_lock(provider):
+            before = (await provider.get_balance()).amount if ref.long else None
             try:
                 receipt = await provider.refund(ref)
             except ProviderError as err:
-                if not err.uncertain or before is None:
+                if not err.uncertain:
                     raise
-                return await self._refund_lost(provider, rental, before, err)
+                return await self._refund_lost(provider, rental, err)
             updated = await self.record(receipt.model_copy(update={"rental": _ended(provider, receipt.rental)}))
             balance_after = receipt.balance_after
             if balance_after is None:
                 balance_after = (await provider.get_balance()).amount
-            refunded = (
-                balance_after - before if ref.long and before is not None else receipt.rental.price or rental.price
-            )
+            refunded = balance_after - before if before is not None else receipt.rental.price or rental.price
             if refunded is not None and refunded > 0:
                 await self.ledger.note_refund(str(ref), refunded, provider=provider.name)
         return RefundOutcome(updated, refunded, balance_after)
 
-    async def _balance_or_none(self, provider: Provider) -> Decimal | None:
-        try:
-            return (await provider.get_balance()).amount
-        except ProviderError as err:
-            log.warning("could not read the %s balance before a refund: %s", provider.name, err.message)
-            return None
-
-    async def _refund_lost(
-        self, provider: Provider, rental: Rental, before: Decimal, err: ProviderError
-    ) -> RefundOutcome:
-        """A refund whose answer never came: done if the provider shows the rental ended and the balance up by its
-        price, checked at once and again after the adapter's timeout (an answer that was only slow lands by then)."""
+    async def _refund_lost(self, provider: Provider, rental: Rental, err: ProviderError) -> RefundOutcome:
+        """A refund whose answer never came: done if the provider now shows the rental given back, asked at once
+        and again after the adapter's timeout (an answer that was only slow has landed by then)."""
         for delay in (0.0, provider.answer_timeout):
             await anyio.sleep(delay)
             try:
-                after = (await provider.get_balance()).amount
-                if rental.price is None or after - before < rental.price:
-                    continue
                 now = (await provider.get_rental(parse_rental_id(rental.rental_id))).rental
             except ProviderError:
                 break
-            if now.status.ended:
+            if _given_back(provider, now):
                 updated = await self.ledger.save_rental(_ended(provider, rental))
-                await self.ledger.note_refund(rental.rental_id, rental.price, provider=provider.name)
-                return RefundOutcome(updated, rental.price, after)
+                if rental.price is not None:
+                    await self.ledger.note_refund(rental.rental_id, rental.price, provider=provider.name)
+                return RefundOutcome(updated, rental.price, None)
         raise ProviderError(
             f"{err.message} The refund may or may not have gone through (the provider does not show it yet);"
-            " check list_rentals and get_balance later. Asking for the refund again is safe.",
+            " check list_rentals later. Asking for the refund again is safe.",
             provider=provider.name,
             status_code=err.status_code,
         ) from err
@@ -760,6 +746,14 @@ def _ended(provider: Provider, rental: Rental) -> Rental:
     return _with(
         rental, status=RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
     )
+
+
+def _given_back(provider: Provider, rental: Rental) -> bool:
+    """Whether the provider shows a refund: Getatext says cancelled; GotSMS says finished before the rent's time."""
+    if rental.status in (RentalStatus.REFUNDED, RentalStatus.CANCELLED):
+        return True
+    early = rental.ends_at is not None and rental.ends_at > _now()
+    return isinstance(provider, GotSmsProvider) and rental.status is RentalStatus.COMPLETED and early
 
 
 def _with(rental: Rental, **changes: object) -> Rental:
