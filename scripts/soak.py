@@ -124,6 +124,7 @@ class World:
     op: str = "idle"  # what the client is doing now (what a kill interrupts)
     kill: anyio.CancelScope | None = None
     pid: int | None = None
+    url: str = ""  # the HTTP server's, once it runs
 
     @property
     def log(self) -> Path:
@@ -283,7 +284,7 @@ async def http_session(world: World) -> AsyncIterator[Client]:
     headers = {"Authorization": f"Bearer {world.secrets['SMSRENT_HTTP_TOKEN']}"}
     async with (
         httpx2.AsyncClient(headers=headers, timeout=90) as authorized,
-        Client(streamable_http_client(f"{world.env['SMSRENT_URL']}/mcp", http_client=authorized)) as client,
+        Client(streamable_http_client(f"{world.url}/mcp", http_client=authorized)) as client,
     ):
         yield client
 
@@ -292,7 +293,7 @@ async def http_session(world: World) -> AsyncIterator[Client]:
 async def http_server(world: World) -> AsyncIterator[subprocess.Popen[bytes]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    world.env["SMSRENT_URL"] = url
+    world.url = url
     world.getatext.webhook_url = f"{url}/webhooks/getatext/{world.secrets['SMSRENT_WEBHOOK_SECRET']}"
     with world.log.open("ab") as log:
         argv = [sys.executable, "-m", "smsrent", "--http", "--port", str(port)]
@@ -391,7 +392,6 @@ def unsettled(world: World) -> int:
 
 @dataclass
 class Figures:
-    purchases_made: int = 0
     purchases_recorded: int = 0
     charged: Decimal = Decimal(0)
     recorded: Decimal = Decimal(0)
@@ -426,8 +426,8 @@ def check(world: World, plan: Plan, figures: Figures) -> None:
         problems.append(f"{world.name}: a rental cost more than SMSRENT_MAX_PRICE {MAX_PRICE}")
     if world.peak_spend > plan.daily_budget:
         problems.append(f"{world.name}: net spend reached {world.peak_spend} > budget {plan.daily_budget}")
-    if unsettled(world):
-        problems.append(f"{world.name}: {unsettled(world)} purchases still unsettled")
+    if left := unsettled(world):
+        problems.append(f"{world.name}: {left} purchases still unsettled")
     codes = Counter(
         (json.loads(data)["rental_id"], json.loads(data).get("code"))
         for (data,) in ledger(world, "SELECT data FROM messages")
@@ -439,7 +439,6 @@ def check(world: World, plan: Plan, figures: Figures) -> None:
     )
     if delivered - codes:
         problems.append(f"{world.name}: delivered but not stored: {sorted(delivered - codes)}")
-    figures.purchases_made += len(at_provider)
     figures.purchases_recorded += len(bought)
     figures.charged += charged
     figures.recorded += recorded
@@ -537,7 +536,7 @@ def report(
         ("faults injected", f"{sum(figures.faults.values())} ({faults})"),
         (
             "purchases attempted / made / recorded",
-            f"{tally.rent_attempts} / {figures.purchases_made} / {figures.purchases_recorded}",
+            f"{tally.rent_attempts} / {figures.rentals_at_providers} / {figures.purchases_recorded}",
         ),
         ("money charged vs recorded", f"{figures.charged} vs {figures.recorded} USD"),
         (

@@ -513,14 +513,15 @@ class Rentals:
         ref = parse_rental_id(rental_id)
         if ref.long or ref.provider != "getatext":
             return None
-        async with self._settling[ref.provider]:
-            if not await self._orphans(ref.provider) or await self.ledger.unsettled(ref.provider):
+        async with self._settling[ref.provider]:  # orphans are made only under this lock, by `_settle`
+            orphans = await self._orphans(ref.provider)
+            if not orphans or await self.ledger.unsettled(ref.provider):
                 return None
             receipt = await self.provider(ref.provider).get_rental(ref)
             found = receipt.rental
             candidates = [
                 p
-                for p in await self._orphans(ref.provider)
+                for p in orphans
                 if _same_service(p.plan_id, found.service)
                 and (found.ends_at is None or found.ends_at.timestamp() > p.created_at)
             ]
