@@ -409,7 +409,7 @@ class Rentals:
         after = await self.ledger.purchase(purchase_id)
         if after is not None and after.state == "not_bought":
             raise ProviderError(
-                f"{provider.display_name} did not confirm the purchase and it was not charged ({after.note}), so"
+                f"{provider.display_name} did not confirm the purchase and did not make it ({after.note}), so"
                 " nothing was bought; you may try again.",
                 provider=provider.name,
                 status_code=err.status_code,
