@@ -170,6 +170,7 @@ async def test_a_push_adopts_the_rental_a_purchase_paid_for_without_learning_its
             orphan = await world.ledger.reserve(
                 provider="getatext", kind="rent", amount=Decimal("0.50"), plan_id=f"getatext:{service}"
             )
+            await world.ledger.note_balance_before(orphan, world.getatext_sandbox.balance)  # then it was sent
             await world.ledger.settle(orphan, state, note="the answer was lost", verified=False)
             ids.append(orphan)
         world.getatext_sandbox.deliver(number, "004521")
@@ -191,3 +192,26 @@ async def test_a_push_adopts_the_rental_a_purchase_paid_for_without_learning_its
     else:
         assert linked == [(state, None, None, False)] * len(orphans)
         assert recorded is None
+
+
+async def test_a_push_is_never_given_to_a_purchase_whose_request_never_left(make_world: WorldFactory) -> None:
+    """A purchase stopped before its request was sent (no balance noted yet) cannot have bought the pushed rental
+    (made on the website, say), even when nothing else could have: it is not adopted, and it is settled as not
+    bought."""
+    async with make_world(schedule=SLOW, pushes_arrive=True) as world:
+        plan = (await world.rentals.plans(service="uber", provider="getatext"))[0]
+        elsewhere = await world.rentals.provider("getatext").rent(parse_plan_id(plan.plan_id))
+        number = int(parse_rental_id(elsewhere.rental.rental_id).local_id)
+        stopped = await world.ledger.reserve(
+            provider="getatext", kind="rent", amount=Decimal("0.50"), plan_id=plan.plan_id
+        )
+        await world.ledger.settle(stopped, "uncertain", note="the server stopped mid-purchase")
+        world.getatext_sandbox.deliver(number, "004521")
+        body = {"id": number, "code": 4521, "received_at": "2025-07-06 15:43:37"}
+        assert await world.delivery.push(parse_webhook(body, TZ)) is False
+        await world.rentals.reconcile("getatext")
+        purchase = await world.ledger.purchase(stopped)
+        recorded = await world.ledger.rental(elsewhere.rental.rental_id)
+    assert purchase is not None
+    assert (purchase.state, purchase.rental_id) == ("not_bought", None)
+    assert recorded is None

@@ -551,12 +551,14 @@ class Rentals:
             return receipt.model_copy(update={"rental": rental})
 
     async def _orphans(self, provider: str) -> list[Purchase]:
-        """One-time rents and re-rents on `provider` that may have bought a rental whose id is not known."""
+        """One-time rents and re-rents on `provider` that may have bought a rental whose id is not known: sent
+        (`balance_before` is noted just before), then their answer was lost."""
         return [
             p
             for p in await self.ledger.purchases()
             if (p.provider, p.kind, p.rental_id) == (provider, "rent", None)
             and (p.state == "uncertain" or (p.state, p.verified) == ("bought", False))
+            and p.balance_before is not None
             and ":long:" not in (p.plan_id or "")
         ]
 
