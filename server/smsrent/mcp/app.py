@@ -39,7 +39,7 @@ log = logging.getLogger("smsrent")
 
 SANDBOX_NOTE = (
     "SANDBOX MODE: no provider credentials are configured, so every provider here is the built-in simulation"
-    " (simulated numbers and codes, no real money, no network). Results say so in provider.sandbox."
+    " (simulated numbers and codes, no real money, no network). Every result says so in its sandbox field."
 )
 INSTRUCTIONS = """\
 smsrent rents temporary phone numbers from SMS-verification providers (GotSMS, Getatext) and returns the
