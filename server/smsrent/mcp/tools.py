@@ -58,7 +58,9 @@ RentalIdParam = Annotated[str, Field(min_length=3, max_length=100, description="
 AS_NUMBER = WithJsonSchema({"type": "number"})
 MaxPriceParam = Annotated[
     Decimal,
-    Field(gt=0, le=1000, max_digits=10, decimal_places=4, description="Hard cap in USD: nothing dearer is bought."),
+    Field(
+        gt=0, le=1000, max_digits=10, decimal_places=4, description="Hard cap in USD: nothing costing more is bought."
+    ),
     AS_NUMBER,
 ]
 ServiceParam = Annotated[str | None, Field(min_length=1, max_length=64, description="e.g. Telegram")]
