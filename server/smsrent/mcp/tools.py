@@ -58,9 +58,7 @@ RentalIdParam = Annotated[str, Field(min_length=3, max_length=100, description="
 AS_NUMBER = WithJsonSchema({"type": "number"})
 MaxPriceParam = Annotated[
     Decimal,
-    Field(
-        gt=0, le=1000, max_digits=10, decimal_places=4, description="Hard cap in USD: nothing costing more is bought."
-    ),
+    Field(gt=0, le=1000, max_digits=10, decimal_places=4, description="Hard cap on this purchase, in USD."),
     AS_NUMBER,
 ]
 ServiceParam = Annotated[str | None, Field(min_length=1, max_length=64, description="e.g. Telegram")]
@@ -372,7 +370,7 @@ async def extend_rental(
     approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_extension_approval)],
     plan_id: Annotated[str | None, Field(min_length=3, max_length=100, description="GotSMS: the longer plan.")] = None,
 ) -> ChangeResult:
-    """Keep a number longer (spends money, never more than max_price).
+    """Keep a number longer (a new purchase, never more than max_price).
 
     Use this when you still need it: GotSMS moves to a longer plan_id, Getatext renews or re-rents.
     Example: extend_rental(rental_id="getatext:long:7", max_price=11)
