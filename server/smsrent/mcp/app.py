@@ -39,7 +39,7 @@ log = logging.getLogger("smsrent")
 
 SANDBOX_NOTE = (
     "SANDBOX MODE: no provider credentials are configured, so every provider here is the built-in simulation"
-    " (simulated numbers and codes, no real money, no network). Results say so in provider.sandbox."
+    " (simulated numbers and codes, no real money, no network). Every result says so in its sandbox field."
 )
 INSTRUCTIONS = """\
 smsrent rents temporary phone numbers from SMS-verification providers (GotSMS, Getatext) and returns the
@@ -181,6 +181,6 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
     )
     subscriptions.install(mcp)
     client_logs.install(mcp)
-    tools.register(mcp, read_only=settings.read_only)
+    tools.register(mcp, allow=tools.reads_only if settings.read_only else None)
     resources.register(mcp, runtime)
     return App(mcp, runtime, settings, webhook_secret, sandbox)

@@ -17,6 +17,8 @@ from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.connection import Connection
 from mcp.types import EmptyResult, SetLevelRequestParams
 
+from smsrent.mcp import compat
+
 LOGGER = "smsrent"
 LEVELS = {
     "debug": logging.DEBUG,
@@ -49,10 +51,10 @@ class ClientLogs(logging.Handler):
 
     def install(self, server: MCPServer[Any]) -> None:
         """Serve `logging/setLevel` (this also advertises the `logging` capability)."""
-        server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
+        compat.add_request_handler(server, "logging/setLevel", SetLevelRequestParams, self._set_level)
 
     async def _set_level(self, ctx: ServerRequestContext[Any], params: SetLevelRequestParams) -> EmptyResult:
-        connection = ctx.session._connection
+        connection = compat.connection(ctx)
         if id(connection) not in self._wanted:
             connection.exit_stack.callback(self._forget, id(connection))
         self._wanted[id(connection)] = (connection, LEVELS[params.level])
