@@ -507,6 +507,59 @@ async def test_unreadable_error_body_keeps_the_status_mapping(
     assert "validation failed" in err.message
 
 
+def bodies(side: Side) -> dict[str, httpx.Response]:
+    """Answers whose body cannot be read, each carrying (where readable at all) a valid answer."""
+    valid = side.ok_read().content
+
+    def streamed(header: str, value: str) -> httpx.Response:  # not decoded on construction, as `content=` is
+        return httpx.Response(200, stream=httpx.ByteStream(valid), headers={header: value})
+
+    return {
+        "gzip": streamed("content-encoding", "gzip"),
+        "deflate": streamed("content-encoding", "deflate"),
+        "gzip, deflate": streamed("content-encoding", "gzip, deflate"),
+        "nested": raw_response(200, "[" * 100_000),
+        "nested errors": raw_response(200, '{"errors": ' + "[" * 5000 + '"no"' + "]" * 5000 + "}"),
+        "charset": streamed("content-type", "application/json; charset=rot13"),
+        "digits": raw_response(200, '{"data": {"balance": ' + "9" * 5000 + "}}"),
+    }
+
+
+@pytest.mark.parametrize("body", ["gzip", "deflate", "gzip, deflate", "nested", "nested errors", "charset", "digits"])
+async def test_an_unreadable_body_is_a_provider_failure(
+    side: Side, router: Router, opened: list[HttpProvider], body: str
+) -> None:
+    """Not an httpx or decoding exception, which no caller expects (in a poller, it stopped the server)."""
+    err = await fail_read(side, router, opened, bodies(side)[body])
+    assert type(err) is ProviderUnavailable
+    assert_clean(err, side)
+
+
+@pytest.mark.parametrize("body", ["gzip", "nested", "charset"])
+async def test_an_unreadable_purchase_answer_is_uncertain(
+    side: Side, router: Router, opened: list[HttpProvider], body: str
+) -> None:
+    err = await fail_buy(side, router, opened, bodies(side)[body])
+    assert type(err) is ProviderUnavailable
+    assert err.uncertain
+    assert len(router.requests) == 1
+
+
+async def test_a_deeply_nested_error_body_is_a_provider_error(
+    side: Side, router: Router, opened: list[HttpProvider]
+) -> None:
+    err = await fail_read(side, router, opened, raw_response(422, '{"message": ' + "[" * 900 + "]" * 900 + "}"))
+    assert isinstance(err, ProviderError)
+    assert_clean(err, side)
+
+
+async def test_binary_in_an_error_body_is_not_quoted(side: Side, router: Router, opened: list[HttpProvider]) -> None:
+    garbage = httpx.Response(422, content=bytes(range(256)) * 4, headers={"content-type": "text/plain"})
+    err = await fail_read(side, router, opened, garbage)
+    assert type(err) is ProviderRejected
+    assert err.message.endswith("(HTTP 422): Unprocessable Entity.")
+
+
 # -- Transport failures --------------------------------------------------------------------------------------
 
 
