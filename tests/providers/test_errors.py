@@ -650,6 +650,17 @@ async def test_long_error_body_is_bounded(side: Side, router: Router, opened: li
     assert "…" in err.message
 
 
+@pytest.mark.parametrize("odd", ["\x85", "\u2028", "\u202e", "\u200b", "\x9b", "\ufffd"])
+async def test_an_error_body_shows_as_printable_text_only(
+    side: Side, router: Router, opened: list[HttpProvider], odd: str
+) -> None:
+    """C1 controls, line separators, bidi overrides and the marks of undecodable bytes never reach a message."""
+    err = await fail_read(side, router, opened, json_response(422, {"message": f"plan{odd}id is invalid{odd}"}))
+    assert "plan id is invalid" in err.message
+    assert err.message.isprintable()
+    assert "\ufffd" not in err.message
+
+
 async def test_multiline_error_body_becomes_one_line(side: Side, router: Router, opened: list[HttpProvider]) -> None:
     err = await fail_read(side, router, opened, json_response(400, {"message": "first line\n\tsecond line\r\n"}))
     assert "first line second line" in err.message
