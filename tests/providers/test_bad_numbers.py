@@ -147,23 +147,12 @@ async def test_a_getatext_plan_at_a_price_no_plan_can_have_is_skipped(opened: li
     assert [plan.plan_id for plan in plans] == ["getatext:telegram"]
 
 
-@pytest.mark.parametrize("number", [*BAD, "0"])
-async def test_a_purchase_answer_with_a_price_no_rental_can_have_is_uncertain(
-    opened: list[HttpProvider], number: str
+@pytest.mark.parametrize(("field", "number"), [("price", n) for n in [*BAD, "0"]] + [("new_balance", n) for n in BAD])
+async def test_a_getatext_purchase_answer_with_an_amount_no_rental_can_have_is_uncertain(
+    opened: list[HttpProvider], field: str, number: str
 ) -> None:
-    """Never a charge recorded as nothing (or less): the purchase is reconciled instead."""
-    rent = with_number(load("getatext", "rent_a_number"), ("price",), number)
-    router = Router().add("POST", "/api/v1/rent-a-number", rent)
-    with pytest.raises(ProviderUnavailable) as caught:
-        await getatext(router, opened).rent_a_number("whatsapp")
-    assert caught.value.uncertain
-
-
-@pytest.mark.parametrize("number", BAD)
-async def test_a_purchase_answer_with_a_balance_no_account_can_have_is_uncertain(
-    opened: list[HttpProvider], number: str
-) -> None:
-    rent = with_number(load("getatext", "rent_a_number"), ("new_balance",), number)
+    """Never a charge recorded as nothing (or less), nor a balance a refund is measured from: reconciled instead."""
+    rent = with_number(load("getatext", "rent_a_number"), (field,), number)
     router = Router().add("POST", "/api/v1/rent-a-number", rent)
     with pytest.raises(ProviderUnavailable) as caught:
         await getatext(router, opened).rent_a_number("whatsapp")
