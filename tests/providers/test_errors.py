@@ -27,7 +27,7 @@ from smsrent.domain.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from smsrent.providers.base import HttpProvider, RetryPolicy, parse_retry_after
+from smsrent.providers.base import HttpProvider, RetryPolicy, _Progress, parse_retry_after
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
 
@@ -585,6 +585,25 @@ async def test_read_timeout_is_uncertain(side: Side, router: Router, opened: lis
     assert err.uncertain is True
     assert "outcome is unknown" in err.message
     assert_clean(err, side)
+
+
+@pytest.mark.parametrize(
+    ("events", "left"),
+    [
+        ([], True),  # an in-process transport reports nothing: assume the worst
+        (["connection.connect_tcp.started"], False),
+        (["connection.connect_tcp.started", "connection.connect_tcp.complete", "connection.start_tls.started"], False),
+        (["connection.connect_tcp.complete", "http11.send_request_headers.started"], True),
+        (["http11.send_request_headers.started", "http11.send_request_headers.complete"], True),
+        (["http2.send_request_headers.started"], True),
+    ],
+)
+async def test_a_deadline_met_before_any_header_was_sent_means_not_sent(events: list[str], left: bool) -> None:
+    """A request the attempt deadline cut off while connecting never left: it may be sent again, even a purchase."""
+    progress = _Progress()
+    for event in events:
+        await progress(event, {})
+    assert progress.may_have_left is left
 
 
 @pytest.mark.parametrize("error", [httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError])
