@@ -1,6 +1,6 @@
-"""No background task can end the server: a non-provider exception in a poller, in start-up reconciliation or in
-a sandbox's event loop is logged, retried after a back-off and shown in `/healthz`, while the tools keep
-answering; the task works again once the fault stops; and shutting down still stops every task.
+"""No background task can end the server: a non-provider exception in a poller, in start-up reconciliation, in the
+heartbeat or in a sandbox's event loop is logged, retried after a back-off and shown in `/healthz`, while the tools
+keep answering; the task works again once the fault stops; and shutting down still stops every task.
 
 (Over real stdio, with a real locked ledger file: tests/e2e/test_supervised_stdio.py.)"""
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
@@ -232,3 +233,27 @@ async def test_shutting_down_stops_tasks_that_keep_failing(
     stopped_at = fault.raised
     await anyio.sleep(0.3)  # several back-offs: a task still running would have called again
     assert fault.raised == stopped_at
+
+
+async def test_the_heartbeat_survives_a_locked_ledger_and_beats_again(
+    tmp_path: Path, adapters: tuple[GotSmsProvider, GetatextProvider]
+) -> None:
+    app = app_over(tmp_path, adapters)
+    async with Client(app.mcp) as client:
+        ledger = app.runtime.require().rentals.ledger
+
+        async def last_beat() -> float:
+            row = await ledger._run(lambda: ledger._db.execute("SELECT MAX(heartbeat_at) FROM processes").fetchone())
+            return float(row[0])
+
+        fault = Fault(ledger, "beat", ERRORS["sqlite3.OperationalError"])
+        await until(lambda: fault.raised >= 1)  # the next heartbeat (every 5 s)
+        failing = app.supervisor.report()["heartbeat"]
+        await ok(client, "get_balance")
+        fault.on, stopped = False, time.time()
+        with anyio.fail_after(15):
+            while await last_beat() < stopped:
+                await anyio.sleep(0.05)
+        await until(lambda: app.supervisor.report()["heartbeat"] == {"state": "running"})
+    assert failing["state"] == "failing"
+    assert str(failing["last_error"]).startswith("sqlite3.OperationalError at test_supervised.py:")
