@@ -481,12 +481,13 @@ class Rentals:
             await anyio.sleep(every)
 
     async def reconcile_all(self) -> None:
-        """Settle every provider's uncertain purchases (at start-up, in the background)."""
+        """Settle every provider's uncertain purchases (in the background: at start-up, and when a server that died
+        left some)."""
         for name in self.providers:
             try:
                 await self.reconcile(name)
             except ProviderError as err:
-                log.warning("start-up reconciliation with %s failed: %s", name, err.message)
+                log.warning("background reconciliation with %s failed: %s", name, err.message)
 
     async def reconcile(self, provider_name: str) -> list[tuple[Purchase, Rental | None]]:
         """Settle this provider's uncertain purchases from what it reports; returns what was settled."""
