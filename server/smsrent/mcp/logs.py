@@ -43,7 +43,6 @@ class ClientLogs(logging.Handler):
 
     def __init__(self, stderr_level: int) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
         self._stderr_level = stderr_level
         self._wanted: dict[int, tuple[Connection, int]] = {}
         self._send: MemoryObjectSendStream[tuple[int, str, str]] | None = None
@@ -75,7 +74,8 @@ class ClientLogs(logging.Handler):
             return  # only the event loop's records, while running: the queue is not thread-safe
         if any(record.levelno >= level for _, level in self._wanted.values()):
             with contextlib.suppress(anyio.WouldBlock):  # a slow client loses log lines, never the server's time
-                self._send.send_nowait((record.levelno, record.name, self.format(record)))
+                # The message alone: a traceback (a background task's failure) stays on stderr.
+                self._send.send_nowait((record.levelno, record.name, record.getMessage()))
 
     async def run(self) -> None:
         """Deliver queued records until cancelled; attached to the `smsrent` logger meanwhile."""

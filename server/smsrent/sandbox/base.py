@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import anyio
 from starlette.applications import Starlette
@@ -94,10 +94,12 @@ class _FaultRule:
 class SandboxServer:
     """Base of the simulated providers."""
 
+    name: ClassVar[str]  # the provider it simulates
     timing: SandboxTiming = field(default_factory=SandboxTiming)
     seed: int | None = None
     slow_seconds: float = 30.0
     requests: list[tuple[float, str, str]] = field(default_factory=list, init=False)
+    spans: list[tuple[float, float, str, str]] = field(default_factory=list, init=False)  # answered: start, end
     injected: Counter[Fault] = field(default_factory=Counter, init=False)
     _faults: list[_FaultRule] = field(default_factory=list, init=False)
     _chaos: tuple[float, tuple[Fault, ...]] | None = field(default=None, init=False)
@@ -166,10 +168,16 @@ class SandboxServer:
     # -- Plumbing for subclasses --------------------------------------------------------------------
 
     def endpoint(self, handler: Handler, *, auth: Callable[[Request], bool] | None) -> Handler:
-        """Wrap a handler with request counting, due events, authentication and injected faults."""
+        """Wrap a handler with request counting and timing, due events, authentication and injected faults."""
 
         async def wrapped(request: Request) -> Response:
-            self.requests.append((time.time(), request.method, request.url.path))
+            started = time.time()
+            self.requests.append((started, request.method, request.url.path))
+            response = await answer(request)
+            self.spans.append((started, time.time(), request.method, request.url.path))
+            return response
+
+        async def answer(request: Request) -> Response:
             self.advance()
             fault = self._take_fault(request)
             if fault is not None:
