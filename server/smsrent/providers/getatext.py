@@ -32,6 +32,7 @@ from smsrent.domain.ids import LONG_PERIODS, LongPeriod, Ref
 from smsrent.domain.models import Balance, Message, Plan, Receipt, Rental, RentalStatus
 from smsrent.domain.values import to_bool, to_datetime, to_decimal, to_e164, to_int, to_text
 from smsrent.providers.base import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpProvider, RetryPolicy, fingerprint, parse_each
+from smsrent.providers.observed import Routes
 
 DEFAULT_BASE_URL = "https://getatext.com"
 DEFAULT_TIMEZONE: tzinfo = timezone(timedelta(hours=-4))
@@ -91,6 +92,21 @@ class GetatextProvider(HttpProvider):
     name = "getatext"
     display_name = "Getatext"
     credential_env = "GETATEXT_API_KEY"
+    routes = Routes(
+        (
+            "/api/v1/balance",
+            "/api/v1/prices-info",
+            "/api/v1/rent-a-number",
+            "/api/v1/cancel-rental",
+            "/api/v1/re-rent",
+            "/api/v1/rental-status",
+            "/api/v1/rental-status/{id}/completed",
+            "/api/v1/long-rentals",
+            "/api/v1/long-rentals/{id}/update",
+            "/api/v1/long-rentals/{id}/messages",
+            "/stubs/handler_api",
+        )
+    )
 
     def __init__(
         self,
