@@ -24,6 +24,7 @@ from smsrent.mcp.logs import ClientLogs
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import Subscriptions
 from smsrent.mcp.webhook import webhook_app
+from smsrent.observe.metrics import Metrics
 from smsrent.providers.base import Provider
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
@@ -124,6 +125,7 @@ class App:
     settings: Settings
     webhook_secret: SecretStr | None
     sandbox: bool
+    metrics: Metrics
 
 
 def create_app(settings: Settings, *, providers: ProvidersFactory | None = None) -> App:
@@ -131,6 +133,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
     sandbox = providers is None and settings.use_sandbox
     factory = providers or (sandbox_providers if sandbox else lambda: configured_providers(settings))
     runtime = Runtime()
+    metrics = Metrics()
     subscriptions = Subscriptions()
     client_logs = ClientLogs(logging.getLevelNamesMapping()[settings.log_level])
     webhook_secret = settings.webhook_secret or (SecretStr(secrets.token_urlsafe(16)) if sandbox else None)
@@ -150,6 +153,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
             rentals = Rentals(built.adapters, ledger, guard, settle_after=settings.settle_after)
             delivery = Delivery(rentals)
             rentals.observers.append(subscriptions.messages_arrived)
+            metrics.watch(built.adapters, delivery)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
             for sandbox_server in built.sandboxes:
                 if isinstance(sandbox_server, GetatextSandbox) and webhook_secret is not None:
@@ -183,4 +187,4 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
     client_logs.install(mcp)
     tools.register(mcp, read_only=settings.read_only)
     resources.register(mcp, runtime)
-    return App(mcp, runtime, settings, webhook_secret, sandbox)
+    return App(mcp, runtime, settings, webhook_secret, sandbox, metrics)
