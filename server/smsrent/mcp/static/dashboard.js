@@ -139,7 +139,7 @@ function svg(tag, attributes, text) {
 }
 
 function drawChart(chart, data) {
-  const width = 640, height = 200, left = 44, right = 10, top = 10, bottom = 24;
+  const width = 640, height = 160, left = 44, right = 10, top = 10, bottom = 22;
   const since = data.spend.since, until = data.now;
   const points = data.spend.points.map((p) => [p.at, Number(p.net)]);
   points.push([until, points[points.length - 1][1]]);
@@ -199,21 +199,26 @@ function renderActive(rentals) {
 function renderMessages(messages) {
   const rows = messages.map((m) => {
     const key = `${m.rental_id}@${m.received_at}`;
+    const masked = m.code === null ? "show" : "••••••";
+    const button = el("button", null, "reveal");
+    button.type = "button";
+    button.title = "Click to show or hide the code and the SMS";
+    const sms = el("td", null, "sms");
+    const show = () => {
+      const open = shown.has(key);
+      button.textContent = open ? m.code || "hide" : masked;
+      sms.textContent = open ? m.text || "" : "hidden until shown";
+      sms.className = open ? "sms" : "sms muted";
+    };
+    button.addEventListener("click", () => {
+      if (shown.has(key)) shown.delete(key);
+      else shown.add(key);
+      show();
+    });
+    show();
     const code = el("td", null, "code");
-    if (m.code === null) {
-      code.textContent = "-";
-    } else {
-      const button = el("button", shown.has(key) ? m.code : "••••••", "reveal");
-      button.type = "button";
-      button.title = "Click to show or hide the code";
-      button.addEventListener("click", () => {
-        if (shown.has(key)) shown.delete(key);
-        else shown.add(key);
-        button.textContent = shown.has(key) ? m.code : "••••••";
-      });
-      code.append(button);
-    }
-    return row([clock(m.received_at), m.rental_id, code, el("td", m.text === null ? "" : m.text, "sms")]);
+    code.append(button);
+    return row([clock(m.received_at), m.rental_id, code, sms]);
   });
   $("messages").tBodies[0].replaceChildren(...rows);
   $("messages-empty").hidden = messages.length > 0;
