@@ -93,8 +93,11 @@ class ObservedTransport(httpx.AsyncBaseTransport):
         except BaseException as err:
             finish(_failure(err))
             raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport answers with async bodies
-        response.stream = _Finishing(response.stream, response.status_code, finish)
+        if isinstance(response.stream, httpx.ByteStream):  # the body is in memory already (a mock transport)
+            finish(f"{response.status_code // 100}xx", response.status_code)
+        else:
+            assert isinstance(response.stream, httpx.AsyncByteStream)  # an async transport answers with async bodies
+            response.stream = _Finishing(response.stream, response.status_code, finish)
         return response
 
     async def aclose(self) -> None:
