@@ -50,13 +50,14 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 def json_logs() -> Iterator[io.StringIO]:
     """The CLI's logging with SMSRENT_LOG_FORMAT=json at DEBUG, its stderr captured; restored afterwards."""
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level, {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "mcp")})
+    saved = (root.handlers[:], {n: logging.getLogger(n).level for n in ("", "smsrent", "httpx", "httpcore", "mcp")})
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
         configure_logging("DEBUG", "json")
+    logging.getLogger("smsrent").setLevel(logging.DEBUG)  # as the server's lifespan leaves it at DEBUG
     yield stderr
-    root.handlers[:], root.level = saved[0], saved[1]
-    for name, level in saved[2].items():
+    root.handlers[:] = saved[0]
+    for name, level in saved[1].items():
         logging.getLogger(name).setLevel(level)
 
 
