@@ -20,7 +20,7 @@ import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import BrowserContext, Playwright, async_playwright, expect
 
 from smsrent.config import Settings
 from smsrent.mcp.app import create_app
@@ -28,7 +28,7 @@ from smsrent.mcp.http import http_app
 from smsrent.sandbox import serve_loopback
 
 TOKEN = "screenshot-token"
-FLAGS = [
+CHROMIUM_FLAGS = [  # headless as root, and no attempts to reach hosts this machine cannot reach
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -37,6 +37,17 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+async def open_chromium(playwright: Playwright, chromium: str, profile: Path) -> BrowserContext:
+    """Debian's chromium (never a browser `playwright install` downloads), headless, with a fresh user-data dir."""
+    return await playwright.chromium.launch_persistent_context(
+        str(profile),
+        executable_path=chromium,
+        headless=True,
+        args=CHROMIUM_FLAGS,
+        viewport={"width": 1100, "height": 860},
+    )
 
 
 async def call(client: Client, tool: str, **arguments: object) -> dict[str, object]:
@@ -71,13 +82,7 @@ async def main(out: Path) -> None:
         app = create_app(settings)
         async with serve_loopback(http_app(app, "127.0.0.1")) as base, async_playwright() as playwright:
             await rentals(base)
-            browser = await playwright.chromium.launch_persistent_context(
-                str(Path(scratch) / "profile"),
-                executable_path=chromium,
-                headless=True,
-                args=FLAGS,
-                viewport={"width": 1100, "height": 860},
-            )
+            browser = await open_chromium(playwright, chromium, Path(scratch) / "profile")
             page = await browser.new_page()
             await page.goto(f"{base}/dashboard")
             await page.fill("#token", TOKEN)

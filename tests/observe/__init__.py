@@ -18,8 +18,12 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from smsrent.mcp.app import App
+from smsrent.mcp.http import http_app
+from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
+from tests.helpers import sandbox_app
 from tests.mcp import fails, local_id, ok, rent_getatext, rent_gotsms, wait_while
 
 TOKEN = "observe-token-5b7e1c"
@@ -36,6 +40,16 @@ class Flow:
     phones: list[str]
     codes: list[str]
     texts: list[str]
+
+
+@asynccontextmanager
+async def served(
+    data_dir: Path, gotsms: GotSmsSandbox, getatext: GetatextSandbox, **overrides: object
+) -> AsyncIterator[tuple[App, str]]:
+    """The HTTP server over both sandboxes on loopback, with the owner's token; yields the app and its base URL."""
+    app = sandbox_app(data_dir, gotsms, getatext, http_token=TOKEN, **overrides)
+    async with serve_loopback(http_app(app, "127.0.0.1")) as base:
+        yield app, base
 
 
 @asynccontextmanager

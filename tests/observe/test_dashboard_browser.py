@@ -17,15 +17,13 @@ from pathlib import Path
 
 import pytest
 from playwright.async_api import ConsoleMessage, async_playwright, expect
+from scripts.dashboard_screenshot import open_chromium
 
-from smsrent.mcp.http import http_app
-from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.helpers import sandbox_app
 from tests.mcp import local_id, ok, rent_gotsms
 
-from . import AUTH, CAPS, TOKEN, http_client
+from . import AUTH, CAPS, TOKEN, http_client, served
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("CI"):
@@ -33,15 +31,6 @@ if CHROMIUM is None and not os.environ.get("CI"):
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.browser]
 
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAYLOAD = "<img src=x onerror=\"window.__pwned=1;fetch('/pwned')\"> code 731904"
 CODE = "731904"
 SEEN = 15_000  # ms for the page's next refresh (every 3 s) to show a change
@@ -50,17 +39,14 @@ SEEN = 15_000  # ms for the page's next refresh (every 3 s) to show a change
 async def test_dashboard_in_chromium(
     tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN, **CAPS)
     requests: list[str] = []
     problems: list[str] = []
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base, async_playwright() as playwright:
-        browser = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),  # a fresh user-data dir
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-            viewport={"width": 1100, "height": 900},
-        )
+    async with (
+        served(tmp_path, gotsms_sandbox, getatext_sandbox, **CAPS) as (_, base),
+        async_playwright() as playwright,
+    ):
+        assert CHROMIUM is not None, "install Debian's chromium: apt-get install -y chromium"
+        browser = await open_chromium(playwright, CHROMIUM, tmp_path / "profile")
         page = await browser.new_page()
         page.on("request", lambda request: requests.append(request.url))
         page.on("console", lambda message: _console(message, problems))

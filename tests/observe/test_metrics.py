@@ -14,18 +14,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from smsrent.mcp.http import http_app
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.providers.observed import Routes
-from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.base import SandboxServer
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.helpers import sandbox_app
 from tests.mcp import ok, rent_getatext
 
-from . import AUTH, CAPS, TOKEN, http_client, ledger_rows, scripted_flow
+from . import AUTH, CAPS, http_client, ledger_rows, scripted_flow, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -111,8 +108,7 @@ def served_requests(sandbox: SandboxServer, routes: Routes, base: str) -> Counte
 async def test_metrics_agree_with_the_ledger_and_the_providers_after_a_scripted_flow(
     tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN, **CAPS)
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base:
+    async with served(tmp_path, gotsms_sandbox, getatext_sandbox, **CAPS) as (app, base):
         async with http_client(base) as client:
             await scripted_flow(client, gotsms_sandbox, getatext_sandbox)
         assert app.runtime.require().delivery.waiting == 0
@@ -148,11 +144,11 @@ async def test_metrics_agree_with_the_ledger_and_the_providers_after_a_scripted_
         sample = dict(key)
         counted[f"{sample['provider']} {sample['endpoint']}"] += int(value)
         statuses[sample["endpoint"], sample["status_class"]] += int(value)
-    served = Counter(
+    by_sandbox = Counter(
         {f"gotsms {e}": n for e, n in served_requests(gotsms_sandbox, GotSmsProvider.routes, "/api").items()}
         | {f"getatext {e}": n for e, n in served_requests(getatext_sandbox, GetatextProvider.routes, "").items()}
     )
-    assert counted == served
+    assert counted == by_sandbox
     assert not any(endpoint.endswith(" other") for endpoint in counted)
     assert statuses["GET /account", "5xx"] == 1  # the injected 500 ...
     assert statuses["GET /account", "2xx"] >= 1  # ... and the retry that rode over it
@@ -172,8 +168,10 @@ async def test_metrics_agree_with_the_ledger_and_the_providers_after_a_scripted_
 async def test_waiters_gauge_counts_the_waits_in_progress(
     tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN)
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base, http_client(base) as client:
+    async with (
+        served(tmp_path, gotsms_sandbox, getatext_sandbox) as (app, base),
+        http_client(base) as client,
+    ):
         rental = await rent_getatext(client)
         async with anyio.create_task_group() as tg:
             tg.start_soon(

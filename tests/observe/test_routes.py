@@ -15,7 +15,7 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
 from tests.mcp import local_id, rent_gotsms, wait_while
 
-from . import AUTH, CAPS, CODE, SMS_TEXT, TOKEN, http_client
+from . import AUTH, CAPS, CODE, SMS_TEXT, TOKEN, http_client, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -50,8 +50,10 @@ async def test_without_an_owner_token_the_owner_routes_say_to_set_one(
 async def test_static_page_and_assets_are_public_with_a_strict_policy(
     tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN)
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base, httpx.AsyncClient(base_url=base) as http:
+    async with (
+        served(tmp_path, gotsms_sandbox, getatext_sandbox) as (_, base),
+        httpx.AsyncClient(base_url=base) as http,
+    ):
         answers = {path: await http.get(path) for path in STATIC}
         elsewhere = await http.get("/dashboard/other")
     for path, media in STATIC.items():
@@ -100,8 +102,10 @@ async def test_credentials_only_in_the_header(
     query: dict[str, str],
     status: int,
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN)
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base, httpx.AsyncClient(base_url=base) as http:
+    async with (
+        served(tmp_path, gotsms_sandbox, getatext_sandbox) as (_, base),
+        httpx.AsyncClient(base_url=base) as http,
+    ):
         answer = await http.get(path, headers=headers, params=query)
     assert answer.status_code == status, answer.text
     assert TOKEN not in answer.text
@@ -116,9 +120,11 @@ async def test_credentials_only_in_the_header(
 async def test_mcp_refuses_a_credential_in_the_query_string_even_with_the_header(
     tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN)
     ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base, httpx.AsyncClient(base_url=base) as http:
+    async with (
+        served(tmp_path, gotsms_sandbox, getatext_sandbox) as (_, base),
+        httpx.AsyncClient(base_url=base) as http,
+    ):
         answer = await http.post("/mcp", json=ping, headers=AUTH, params={"access_token": TOKEN})
     assert answer.status_code == 400
 
@@ -126,8 +132,7 @@ async def test_mcp_refuses_a_credential_in_the_query_string_even_with_the_header
 async def test_dashboard_data_after_a_purchase_and_a_code(
     tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> None:
-    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN, **CAPS)
-    async with serve_loopback(http_app(app, "127.0.0.1")) as base:
+    async with served(tmp_path, gotsms_sandbox, getatext_sandbox, **CAPS) as (_, base):
         async with http_client(base) as client:
             rental = await rent_gotsms(client)
             rent_id = local_id(rental["rental_id"])
