@@ -42,6 +42,7 @@ def getatext_adapter(
     base_url: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     use_handler_api: bool = False,
+    timeout: float = 20.0,
 ) -> GetatextProvider:
     """The real Getatext adapter over the sandbox: in-process ASGI, or `base_url` (loopback HTTP)."""
     if base_url is None and transport is None:
@@ -54,6 +55,7 @@ def getatext_adapter(
         tz=TZ,
         long_prices=LONG_PRICES,
         retry=FAST_RETRY,
+        timeout=httpx.Timeout(timeout),
         sandbox=True,
     )
 

@@ -89,3 +89,20 @@ def test_manifest_maps_user_config_to_real_settings() -> None:
 
 def test_version_is_the_package_version() -> None:
     assert MANIFEST["version"] == __version__
+
+
+PER_PURCHASE = (
+    "the most one purchase may cost (a rental, an extension, a renewal, a re-rent; USD); over time a rental is"
+    " bounded by the daily budget"
+)
+
+
+def test_the_price_cap_is_documented_as_a_cap_on_each_purchase() -> None:
+    """SMSRENT_MAX_PRICE caps each purchase, not what one rental costs over time (the daily budget bounds that)."""
+    assert {row[0]: row[1] for row in table("config")}["SMSRENT_MAX_PRICE"] == PER_PURCHASE
+    cap = MANIFEST["user_config"]["max_price"]
+    assert cap["title"] == "Max price per purchase (USD)"
+    assert cap["description"].startswith(PER_PURCHASE[0].upper() + PER_PURCHASE[1:] + ".")
+    for text in (README, json.dumps(MANIFEST)):
+        assert "per-rental" not in text
+        assert "one rental may cost" not in text

@@ -20,6 +20,7 @@ from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.providers.getatext import parse_webhook
 from smsrent.sandbox.getatext import TZ
 from smsrent.service.delivery import WaitResult
+from smsrent.service.ledger import PurchaseState
 
 from .conftest import World, WorldFactory, every, requests
 
@@ -151,12 +152,14 @@ async def test_when_rental_status_fails_a_push_with_a_string_code_is_delivered_a
         (["whatsapp"], False),  # no purchase of its service
     ],
 )
+@pytest.mark.parametrize("state", ["bought", "uncertain"], ids=["unverified", "uncertain"])
 async def test_a_push_adopts_the_rental_a_purchase_paid_for_without_learning_its_id(
-    make_world: WorldFactory, orphans: list[str], adopted: bool
+    make_world: WorldFactory, orphans: list[str], adopted: bool, state: PurchaseState
 ) -> None:
-    """A Getatext purchase whose answer was lost is settled from the balance, without the rental id; the first
-    pushed code names the rental: confirmed with `rental-status`, it is recorded and given to that purchase, if
-    exactly one purchase of that service can be its own."""
+    """A Getatext purchase whose answer was lost is settled from the balance, without the rental id, counted at
+    its max_price (or still uncertain: a credit hid its charge); the first pushed code names the rental: confirmed
+    with `rental-status`, it is recorded and given to that purchase, with its real price, if exactly one purchase
+    of that service can be its own."""
     async with make_world(schedule=SLOW, pushes_arrive=True) as world:
         plan = (await world.rentals.plans(service="uber", provider="getatext"))[0]
         bought = await world.rentals.provider("getatext").rent(parse_plan_id(plan.plan_id))  # never recorded
@@ -167,23 +170,48 @@ async def test_a_push_adopts_the_rental_a_purchase_paid_for_without_learning_its
             orphan = await world.ledger.reserve(
                 provider="getatext", kind="rent", amount=Decimal("0.50"), plan_id=f"getatext:{service}"
             )
-            await world.ledger.settle(orphan, "bought", price=plan.price, note="charged, the answer never arrived")
+            await world.ledger.note_balance_before(orphan, world.getatext_sandbox.balance)  # then it was sent
+            await world.ledger.settle(orphan, state, note="the answer was lost", verified=False)
             ids.append(orphan)
         world.getatext_sandbox.deliver(number, "004521")
         body = {"id": number, "code": 4521, "received_at": "2025-07-06 15:43:37", "number": "1"}
         async with world.running():
             assert await world.delivery.push(parse_webhook(body, TZ)) is adopted
             result = await world.delivery.wait(rental_id, 0.5) if adopted else None
-        linked = [(await world.ledger.purchase(pid)).rental_id for pid in ids]  # type: ignore[union-attr]
+        purchases = [await world.ledger.purchase(pid) for pid in ids]
+        linked = [(p.state, p.rental_id, p.price, p.verified) for p in purchases if p is not None]
         recorded = await world.ledger.rental(rental_id)
     assert requests(world.getatext_sandbox, "POST", "/api/v1/rent-a-number") == 1
     if adopted:
         assert result is not None
         assert result.message is not None
         assert result.message.code == "004521"
-        assert linked == [rental_id]
+        assert linked == [("bought", rental_id, plan.price, True)]  # its real price, no longer its max_price
         assert recorded is not None
         assert (recorded.plan_id, recorded.price) == (plan.plan_id, plan.price)
     else:
-        assert linked == [None] * len(orphans)
+        assert linked == [(state, None, None, False)] * len(orphans)
         assert recorded is None
+
+
+async def test_a_push_is_never_given_to_a_purchase_whose_request_never_left(make_world: WorldFactory) -> None:
+    """A purchase stopped before its request was sent (no balance noted yet) cannot have bought the pushed rental
+    (made on the website, say), even when nothing else could have: it is not adopted, and it is settled as not
+    bought."""
+    async with make_world(schedule=SLOW, pushes_arrive=True) as world:
+        plan = (await world.rentals.plans(service="uber", provider="getatext"))[0]
+        elsewhere = await world.rentals.provider("getatext").rent(parse_plan_id(plan.plan_id))
+        number = int(parse_rental_id(elsewhere.rental.rental_id).local_id)
+        stopped = await world.ledger.reserve(
+            provider="getatext", kind="rent", amount=Decimal("0.50"), plan_id=plan.plan_id
+        )
+        await world.ledger.settle(stopped, "uncertain", note="the server stopped mid-purchase")
+        world.getatext_sandbox.deliver(number, "004521")
+        body = {"id": number, "code": 4521, "received_at": "2025-07-06 15:43:37"}
+        assert await world.delivery.push(parse_webhook(body, TZ)) is False
+        await world.rentals.reconcile("getatext")
+        purchase = await world.ledger.purchase(stopped)
+        recorded = await world.ledger.rental(elsewhere.rental.rental_id)
+    assert purchase is not None
+    assert (purchase.state, purchase.rental_id) == ("not_bought", None)
+    assert recorded is None

@@ -3,6 +3,7 @@ token, the non-loopback refusal, DNS-rebinding protection, and the Getatext webh
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -23,7 +24,7 @@ from smsrent.sandbox.getatext import TZ, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
 
-from . import PROTOCOL, local_id, ok, rent_getatext, rent_gotsms, text_of, wait_while
+from . import PROTOCOL, fails, local_id, ok, rent_getatext, rent_gotsms, text_of, wait_while
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -356,3 +357,34 @@ async def test_webhook_for_an_unknown_rental(
         answer = await http.post(f"{base}/webhooks/getatext/{SECRET}", json={"id": 999, "code": 1234})
     assert answer.status_code == 404
     assert getatext_sandbox.requests == []
+
+
+async def test_a_re_rent_whose_answer_was_lost_is_adopted_by_a_push_and_usable_through_the_tools(
+    tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox, mode: str
+) -> None:
+    """Getatext re-rents the number but the answer is lost: the purchase is counted at its max_price without a
+    rental id. The new rental's first pushed code names it; it is adopted (the purchase gets its id and real
+    price), and every tool works on it."""
+    app = hook_app(tmp_path, gotsms_sandbox, getatext_sandbox)
+    async with served(app) as base, Client(f"{base}/mcp", mode=mode) as client, httpx.AsyncClient() as http:
+        old = await rent_getatext(client)
+        await ok(client, "finish_rental", rental_id=old["rental_id"])
+        getatext_sandbox.inject("POST", "/api/v1/re-rent", "commit_then_500")
+        error = await fails(client, "extend_rental", rental_id=old["rental_id"], max_price="1")
+        assert "counted at its max_price 1.00 until its rental is found" in error
+        new = max(getatext_sandbox.rentals)
+        rental_id = f"getatext:{new}"
+        getatext_sandbox.deliver(new, "004521")
+        pushed = await http.post(f"{base}/webhooks/getatext/{SECRET}", json={"id": new, "code": 4521})
+        waited = await ok(client, "wait_for_code", rental_id=rental_id, timeout_seconds=2)
+        messages = await ok(client, "get_messages", rental_id=rental_id)
+        listed = await ok(client, "list_rentals", status="all")
+        finished = await ok(client, "finish_rental", rental_id=rental_id)
+    assert (pushed.status_code, pushed.json()) == (200, {"ok": True})
+    assert (waited["outcome"], waited["code"]) == ("code_received", "004521")
+    assert messages["count"] == 1
+    assert {r["rental_id"] for r in listed["rentals"]} == {old["rental_id"], rental_id}
+    assert finished["rental"]["status"] == "completed"
+    with sqlite3.connect(tmp_path / "ledger.sqlite3") as db:
+        rows = db.execute("SELECT source_rental_id, rental_id, price, verified FROM purchases").fetchall()
+    assert rows == [(None, old["rental_id"], "0.55", 1), (old["rental_id"], rental_id, "0.55", 1)]

@@ -66,7 +66,7 @@ async def build_ledger(data_dir: Path) -> None:
         await code(ledger, "gotsms:r1", now - 3600.0, now - 3597.5)
         await code(ledger, "gotsms:r1", now + 30.0, now - 60.0)
         await bought(ledger, "getatext", "0.55", "getatext:11", RentalStatus.CANCELLED)
-        await ledger.note_refund("getatext:11", Decimal("0.55"), provider="getatext")
+        await ledger.note_refund("getatext:11", Decimal("0.55"))
         await bought(ledger, "gotsms", "1.00", "gotsms:r3", RentalStatus.ACTIVE)
         await code(ledger, "gotsms:r3", now - 1800.0, now - 1790.0)
         failed = await ledger.reserve(provider="gotsms", kind="rent", amount=Decimal("2"))

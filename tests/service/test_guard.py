@@ -21,7 +21,7 @@ def test_no_limits_allow_anything() -> None:
     assert guard.needs_confirmation(D("1000")) is False
 
 
-def test_max_price_above_the_per_rental_cap_is_refused() -> None:
+def test_max_price_above_the_per_purchase_cap_is_refused() -> None:
     guard = MoneyGuard(max_price=D("1.00"))
     guard.check_price(D("0.60"), D("1.00"), "plan gotsms:x")  # at the cap: allowed
     with pytest.raises(BudgetExceeded) as refused:
@@ -29,10 +29,24 @@ def test_max_price_above_the_per_rental_cap_is_refused() -> None:
     message = refused.value.message
     assert "1.50 USD" in message
     assert "1.00 USD" in message
-    assert "per-rental cap" in message
-    assert "SMSRENT_MAX_PRICE" in message
+    assert "per-purchase cap" in message
+    assert "SMSRENT_MAX_PRICE, which caps each rental, extension, renewal and re-rent" in message
     assert "nothing was bought" in message
     assert refused.value.message == str(refused.value)
+
+
+def test_a_price_above_the_per_purchase_cap_names_the_cap_not_the_callers_max_price() -> None:
+    """Raising max_price cannot help when the price is above the owner's cap: the refusal says so."""
+    guard = MoneyGuard(max_price=D("10"))
+    guard.check_price(D("10"), D("10"), "extending getatext:long:7")  # at the cap: allowed
+    with pytest.raises(BudgetExceeded) as refused:
+        guard.check_price(D("10.55"), D("10"), "extending getatext:long:7")
+    message = refused.value.message
+    assert "extending getatext:long:7 costs 10.55 USD" in message
+    assert "per-purchase cap of 10.00 USD" in message
+    assert "SMSRENT_MAX_PRICE" in message
+    assert "Raise max_price" not in message
+    assert "nothing was bought" in message
 
 
 def test_price_above_the_callers_max_price_is_refused() -> None:
@@ -100,12 +114,13 @@ def test_confirmation_is_asked_only_above_the_threshold() -> None:
     "refuse",
     [
         lambda: MoneyGuard(max_price=D("1")).check_price(D("1"), D("2"), "plan p"),
+        lambda: MoneyGuard(max_price=D("1")).check_price(D("2"), D("1"), "plan p"),
         lambda: MoneyGuard().check_price(D("2"), D("1"), "plan p"),
         lambda: MoneyGuard(daily_budget=D("1")).daily_check(D("2"), "GotSMS")(D("0"), 0),
         lambda: MoneyGuard().daily_check(D("2"), "GotSMS")(D("0"), 1),
         lambda: MoneyGuard(daily_budget=D("1")).check_auto_renew(),
     ],
-    ids=["cap", "max_price", "budget", "unsettled", "auto_renew"],
+    ids=["cap", "price above cap", "max_price", "budget", "unsettled", "auto_renew"],
 )
 def test_every_refusal_is_a_guard_refusal_in_one_sentence_that_starts_with_refused(refuse: object) -> None:
     assert callable(refuse)

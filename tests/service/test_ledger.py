@@ -324,7 +324,7 @@ async def test_committed_counts_each_purchase_state_as_the_contract_says(ledger:
     await ledger.settle(not_bought, "not_bought", note="not in the list")
     assert await ledger.committed() == Decimal("4.30")
     # A refund credits the purchase that bought the rental.
-    await ledger.note_refund("gotsms:r1", Decimal("0.60"), provider="gotsms")
+    await ledger.note_refund("gotsms:r1", Decimal("0.60"))
     assert await ledger.committed() == Decimal("3.70")
     states = {p.purchase_id: p.state for p in await ledger.purchases()}
     assert states == {
@@ -426,34 +426,56 @@ async def test_concurrent_reservations_never_overshoot_the_budget(ledger: Ledger
     assert len(await ledger.purchases()) == 8
 
 
-async def test_a_refund_credits_only_the_latest_purchase_of_the_rental_and_never_more_than_it_cost(
+async def test_a_refund_credits_the_rent_that_bought_the_rental_never_more_than_it_cost(
     ledger: Ledger, ledger_path: Path
 ) -> None:
     first = await bought(ledger, "0.55", rental_id="getatext:7")
-    again = await bought(ledger, "0.55", rental_id="getatext:7")  # a re-rent settled without its new id
+    again = await ledger.reserve(
+        provider="getatext", kind="rent", amount=Decimal("0.55"), plan_id="getatext:p", source_rental_id="getatext:7"
+    )
+    await ledger.settle(again, "bought", price=Decimal("0.55"), rental_id="getatext:8")  # a re-rent of it
     assert await ledger.committed() == Decimal("1.10")
     # A balance difference can be larger than the price.
-    await ledger.note_refund("getatext:7", Decimal("5.00"), provider="getatext")
-    assert await ledger.committed() == Decimal("0.55")  # one purchase credited, by its price only
+    await ledger.note_refund("getatext:7", Decimal("5.00"))
+    assert await ledger.committed() == Decimal("0.55")  # the rental's own purchase credited, by its price only
     with sqlite3.connect(ledger_path) as db:
         credited = dict(db.execute("SELECT purchase_id, refunded FROM purchases").fetchall())
-    assert credited == {first: None, again: "0.55"}
-    await ledger.note_refund("gotsms:unknown", Decimal("1.00"), provider="gotsms")  # nothing bought it: no credit
+    assert credited == {first: "0.55", again: None}
+    await ledger.note_refund("gotsms:unknown", Decimal("1.00"))  # nothing bought it: no credit
     assert await ledger.committed() == Decimal("0.55")
 
 
-async def test_a_refund_raises_the_balance_an_uncertain_purchase_of_that_provider_is_settled_from(
-    ledger: Ledger,
-) -> None:
-    uncertain = await ledger.reserve(provider="getatext", kind="rent", amount=Decimal("1.00"))
-    await ledger.note_balance_before(uncertain, Decimal("10.00"))
-    await ledger.settle(uncertain, "uncertain", note="timeout")
-    elsewhere = await ledger.reserve(provider="gotsms", kind="rent", amount=Decimal("1.00"))
-    await ledger.note_balance_before(elsewhere, Decimal("3.00"))
-    await ledger.settle(elsewhere, "uncertain", note="timeout")
-    await bought(ledger, "0.55", rental_id="getatext:7")
-    await ledger.note_refund("getatext:7", Decimal("0.55"), provider="getatext")
-    before = {p.purchase_id: p.balance_before for p in await ledger.purchases()}
-    # Without the raise, 10.55 - 0.55 (charged) = 10.00 would read as "not charged".
-    assert before[uncertain] == Decimal("10.55")
-    assert before[elsewhere] == Decimal("3.00")
+async def test_the_migration_keeps_a_re_rents_source_apart_from_the_rental_it_made(ledger_path: Path) -> None:
+    """A ledger written before `source_rental_id`: extensions and renewals carried their source as `rental_id`, and
+    so did a re-rent until its answer named the new rental (if it ever did)."""
+    ledger_path.parent.mkdir(parents=True)
+    old = sqlite3.connect(ledger_path)
+    old.executescript(f"BEGIN; {MIGRATIONS[0]}; PRAGMA user_version = 1; COMMIT;")
+    rows = [  # kind, rental_id, state
+        ("rent", "getatext:7", "bought"),  # bought getatext:7
+        ("rent", "getatext:7", "bought"),  # re-rented it, the answer lost: settled from the balance
+        ("rent", "getatext:7", "uncertain"),  # re-rented it again, still unsettled
+        ("rent", "getatext:9", "bought"),  # re-rented it, answered: its own new rental
+        ("renew", "getatext:long:3", "bought"),
+        ("extend", "gotsms:r1", "uncertain"),
+    ]
+    for kind, rental_id, state in rows:
+        old.execute(
+            "INSERT INTO purchases (provider, kind, rental_id, max_price, state, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            ("getatext", kind, rental_id, "1.00", state, time.time()),
+        )
+    old.commit()
+    old.close()
+    ledger = await Ledger.open(ledger_path)
+    try:
+        purchases = await ledger.purchases()
+    finally:
+        await ledger.close()
+    assert [(p.source_rental_id, p.rental_id, p.verified) for p in purchases] == [
+        (None, "getatext:7", True),
+        ("getatext:7", None, True),
+        ("getatext:7", None, True),
+        (None, "getatext:9", True),
+        ("getatext:long:3", "getatext:long:3", True),
+        ("gotsms:r1", "gotsms:r1", True),
+    ]

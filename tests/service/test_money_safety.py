@@ -4,7 +4,8 @@ purchases cancelled in flight, and what a dead process left behind. Each test pr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -18,11 +19,13 @@ from smsrent.domain.errors import BudgetExceeded, ProviderError, PurchaseUnsettl
 from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.domain.models import Plan
 from smsrent.providers.base import Provider
+from smsrent.providers.getatext import parse_webhook
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.base import Fault, SandboxServer
-from smsrent.sandbox.getatext import GetatextSandbox
+from smsrent.sandbox.getatext import TZ, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
+from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.rentals import Outcome, Rentals
@@ -35,6 +38,9 @@ pytestmark = pytest.mark.anyio
 D = Decimal
 RENTS = "/api/rents"
 RENT_A_NUMBER = "/api/v1/rent-a-number"
+RE_RENT = "/api/v1/re-rent"
+CANCEL = "/api/v1/cancel-rental"
+TOP_UP = D("5.00")
 ATTEMPTS, FITS = 50, 10
 
 
@@ -388,9 +394,11 @@ async def test_a_lost_answer_is_not_matched_to_a_rent_the_ledger_already_knew(
 
 
 @pytest.mark.parametrize("charged", [True, False], ids=["charged", "not-charged"])
-async def test_getatext_lost_answer_is_settled_by_the_balance(
+async def test_getatext_lost_answer_is_counted_at_max_price_until_its_rental_is_found(
     ledger: Ledger, getatext_sandbox: GetatextSandbox, charged: bool
 ) -> None:
+    """Getatext has no list of one-time rentals, only the balance, which proves a charge but never its absence
+    or its amount: the purchase is bought, unverified, at its max_price (here at once: `settle_after=0`)."""
     lossy = LoseAnswer(httpx.ASGITransport(app=getatext_sandbox.app), "POST", RENT_A_NUMBER, "timeout", deliver=charged)
     async with service(ledger, getatext_adapter(getatext_sandbox, transport=lossy)) as rentals:
         plan = await uber(rentals)
@@ -403,6 +411,7 @@ async def test_getatext_lost_answer_is_settled_by_the_balance(
             f"Getatext answer lost ({'charged' if charged else 'never arrived'})",
             provider_rentals=len(getatext_sandbox.rentals),
             ledger_state=purchase.state,
+            verified=purchase.verified,
             max_price="0.50",
             ledger_committed=f"{committed:.2f}",
             provider_charged=f"{spent:.2f}",
@@ -410,20 +419,17 @@ async def test_getatext_lost_answer_is_settled_by_the_balance(
         assert purchase.balance_before == start
         assert lossy.lost == 1  # sent once, never retried (reaching the provider only when charged)
         assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged)
+        assert (purchase.state, purchase.verified, purchase.price, purchase.rental_id) == ("bought", False, None, None)
         assert purchase.note is not None
-        if charged:
-            assert (purchase.state, purchase.price, purchase.rental_id) == ("bought", D("0.20"), None)
-            assert "charged 0.20" in purchase.note
-            assert "charged 0.20" in failed.value.message
-            assert committed == spent == D("0.20")
-        else:
-            assert purchase.state == "not_bought"
-            assert "nothing was bought" in failed.value.message
-            assert committed == spent == 0
+        seen = "the balance went down meanwhile" if charged else "the balance showed no charge within 0 s"
+        assert seen in purchase.note
+        assert "counted at its max_price 0.50" in failed.value.message
+        assert not isinstance(failed.value, PurchaseUnsettled)
+        assert committed == D("0.50") >= spent == (D("0.20") if charged else 0)
         # Settled either way: the next purchase is not blocked.
         await rentals.buy(plan, D("0.50"))
         assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged) + 1
-        assert await ledger.committed() == start - getatext_sandbox.balance
+        assert await ledger.committed() == D("0.70")
 
 
 async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
@@ -444,8 +450,209 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
         outage.down = False
         assert [r for _, r in await rentals.reconcile("getatext")] == [None]  # bought, but its id is unknown
         (purchase,) = await ledger.purchases()
-        assert (purchase.state, purchase.price) == ("bought", D("0.20"))
-        assert await ledger.committed() == D("0.20") == start - getatext_sandbox.balance
+        assert (purchase.state, purchase.verified, purchase.price) == ("bought", False, None)
+        assert await ledger.committed() == D("0.50")  # at its max_price: the balance cannot tell what it cost
+        assert start - getatext_sandbox.balance == D("0.20")
+
+
+# -- 2b. A Getatext purchase settled from the balance: a credit never frees it ------------------------------
+
+
+def top_up(sandbox: GetatextSandbox, amount: Decimal = TOP_UP) -> Callable[[], None]:
+    """The owner's top-up, landing at Getatext when called."""
+
+    def credit() -> None:
+        sandbox.balance += amount
+
+    return credit
+
+
+class RefundLandsLate(httpx.AsyncBaseTransport):
+    """Forwards every request to `inner`, except that a cancel-rental loses its answer and Getatext carries it out
+    only later: right after the next rent-a-number, whose answer is lost too."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.queued: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        late = request.url.path == CANCEL or (request.url.path == RENT_A_NUMBER and self.queued)
+        if request.method != "POST" or not late:
+            return await self.inner.handle_async_request(request)
+        await request.aread()
+        if request.url.path == CANCEL:
+            self.queued.append(request)
+        else:
+            for sent in (request, *self.queued):
+                response = await self.inner.handle_async_request(sent)
+                await response.aread()
+            self.queued.clear()
+        raise httpx.ReadTimeout("timed out waiting for the answer", request=request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_top_up_landing_before_settlement_leaves_a_lost_purchase_counted_at_max_price(
+    ledger: Ledger, getatext_sandbox: GetatextSandbox
+) -> None:
+    """Getatext charges the purchase, its answer is lost, and the owner's top-up lands before it is settled: the
+    balance went up, which proves nothing. The purchase stays counted at its max_price (bought, unverified), so the
+    daily budget still covers the real charge; it no longer blocks Getatext."""
+    lossy = LoseAnswer(
+        httpx.ASGITransport(app=getatext_sandbox.app), "POST", RENT_A_NUMBER, "timeout", then=top_up(getatext_sandbox)
+    )
+    guard = MoneyGuard(daily_budget=D("0.70"))
+    async with service(ledger, getatext_adapter(getatext_sandbox, transport=lossy), guard=guard) as rentals:
+        plan = await uber(rentals)
+        start = getatext_sandbox.balance
+        with pytest.raises(ProviderError, match=r"counted at its max_price 0\.50") as lost:
+            await rentals.buy(plan, D("0.50"))
+        assert not isinstance(lost.value, PurchaseUnsettled)
+        assert "do not buy again" in lost.value.message
+        (purchase,) = await ledger.purchases()
+        charged, committed = start + TOP_UP - getatext_sandbox.balance, await ledger.committed()
+        report(
+            "Getatext answer lost, owner's top-up landed before settlement",
+            provider_rentals=len(getatext_sandbox.rentals),
+            balance_change=f"{getatext_sandbox.balance - start:+.2f}",
+            ledger_state=purchase.state,
+            verified=purchase.verified,
+            max_price="0.50",
+            ledger_committed=f"{committed:.2f}",
+            provider_charged=f"{charged:.2f}",
+        )
+        assert (purchase.state, purchase.verified, purchase.price, purchase.rental_id) == ("bought", False, None, None)
+        assert purchase.note is not None
+        assert purchase.note.startswith("Unverified: Getatext never answered")
+        assert charged == D("0.20")  # a real rental was bought
+        assert committed == D("0.50") >= charged
+        with pytest.raises(BudgetExceeded):
+            await rentals.buy(plan, D("0.50"))  # 0.50 more would exceed 0.70: the lost purchase still counts
+        await rentals.buy(plan, D("0.20"))  # Getatext is not blocked
+        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 2
+        assert await ledger.committed() == D("0.70")
+
+
+async def test_this_servers_own_refund_landing_meanwhile_does_not_free_a_lost_purchase(
+    ledger: Ledger, getatext_sandbox: GetatextSandbox
+) -> None:
+    """A refund whose answer was lost (so the server does not know it happened) is carried out by Getatext while
+    the next purchase's answer is lost: the refund's credit cancels the purchase's debit on the balance. The
+    purchase is still counted, at its max_price."""
+    late = RefundLandsLate(httpx.ASGITransport(app=getatext_sandbox.app))
+    async with service(ledger, getatext_adapter(getatext_sandbox, transport=late, timeout=0.1)) as rentals:
+        plan = await uber(rentals)
+        start = getatext_sandbox.balance
+        first = (await rentals.buy(plan, D("0.50"))).rental
+        with pytest.raises(ProviderError, match="may or may not have gone through"):
+            await rentals.refund(first.rental_id)
+        assert late.queued  # Getatext has it, and will carry it out later
+        with pytest.raises(ProviderError, match=r"counted at its max_price 0\.50"):
+            await rentals.buy(plan, D("0.50"))
+        assert getatext_sandbox.rentals[int(local(first.rental_id))].status == "cancelled"
+        assert len(getatext_sandbox.rentals) == 2
+        charged, committed = start - getatext_sandbox.balance, await ledger.committed()
+        first_purchase, lost = await ledger.purchases()
+        report(
+            "Getatext answer lost, this server's lost refund landed meanwhile",
+            provider_rentals=len(getatext_sandbox.rentals),
+            ledger_states=[first_purchase.state, lost.state],
+            verified=lost.verified,
+            ledger_committed=f"{committed:.2f}",
+            provider_charged=f"{charged:.2f}",
+        )
+        assert (lost.state, lost.verified, lost.rental_id) == ("bought", False, None)
+        assert charged == D("0.20")  # the second rental's charge, the first one refunded
+        assert committed == D("0.20") + D("0.50")  # the refund is unknown here; the lost purchase at its max_price
+        assert committed >= charged
+
+
+async def test_a_lost_purchase_the_balance_never_shows_is_counted_at_max_price_once_the_window_passes(
+    ledger: Ledger, getatext_sandbox: GetatextSandbox
+) -> None:
+    """The request never reached Getatext, but nothing proves it: within the settle window the purchase is
+    uncertain and blocks Getatext; then it is bought, unverified, counted at its max_price, and blocks no more."""
+    lossy = LoseAnswer(httpx.ASGITransport(app=getatext_sandbox.app), "POST", RENT_A_NUMBER, "timeout", deliver=False)
+    guard = MoneyGuard(daily_budget=D("0.70"))
+    adapter = getatext_adapter(getatext_sandbox, transport=lossy)
+    async with service(ledger, adapter, guard=guard, settle_after=0.3) as rentals:
+        plan = await uber(rentals)
+        with pytest.raises(PurchaseUnsettled):
+            await rentals.buy(plan, D("0.50"))
+        with pytest.raises(PurchaseUnsettled):
+            await rentals.buy(plan, D("0.20"))  # blocked within the window, and not sent
+        assert await states(ledger) == ["uncertain"]
+        await anyio.sleep(0.4)
+        assert [rental for _, rental in await rentals.reconcile("getatext")] == [None]
+        (purchase,) = await ledger.purchases()
+        committed = await ledger.committed()
+        report(
+            "Getatext answer lost, balance unchanged past the settle window",
+            provider_rentals=len(getatext_sandbox.rentals),
+            ledger_state=purchase.state,
+            verified=purchase.verified,
+            ledger_committed=f"{committed:.2f}",
+            provider_charged=f"{D('20.00') - getatext_sandbox.balance:.2f}",
+        )
+        assert (purchase.state, purchase.verified, purchase.price) == ("bought", False, None)
+        assert purchase.note is not None
+        assert "counted at its max_price 0.50" in purchase.note
+        assert committed == D("0.50")
+        with pytest.raises(BudgetExceeded):
+            await rentals.buy(plan, D("0.50"))  # the budget still counts it
+        await rentals.buy(plan, D("0.20"))  # but it no longer blocks Getatext
+        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
+
+
+async def test_an_unverified_purchase_found_by_a_push_records_its_real_price(
+    ledger: Ledger, getatext_sandbox: GetatextSandbox
+) -> None:
+    """The top-up case again; then the rental's first code is pushed: the push names the rental, which is recorded
+    and given to the purchase, whose real price replaces its max_price."""
+    lossy = LoseAnswer(
+        httpx.ASGITransport(app=getatext_sandbox.app), "POST", RENT_A_NUMBER, "timeout", then=top_up(getatext_sandbox)
+    )
+    async with service(ledger, getatext_adapter(getatext_sandbox, transport=lossy)) as rentals:
+        delivery = Delivery(rentals)
+        start = getatext_sandbox.balance
+        with pytest.raises(ProviderError, match="counted at its max_price"):
+            await rentals.buy(await uber(rentals), D("0.50"))
+        assert await ledger.committed() == D("0.50")
+        (number,) = getatext_sandbox.rentals
+        getatext_sandbox.deliver(number, "004521")
+        assert await delivery.push(parse_webhook({"id": number, "code": 4521}, TZ)) is True
+        (purchase,) = await ledger.purchases()
+        rental_id = f"getatext:{number}"
+        assert (purchase.state, purchase.rental_id, purchase.price) == ("bought", rental_id, D("0.20"))
+        assert purchase.verified
+        assert await ledger.committed() == D("0.20") == start + TOP_UP - getatext_sandbox.balance
+        rental, messages = await rentals.messages(rental_id)
+        assert (rental.price, rental.plan_id) == (D("0.20"), "getatext:uber")
+        assert [m.message.code for m in messages] == ["004521"]
+
+
+# -- 2c. A re-rent keeps the rental it came from apart from the one it made ---------------------------------
+
+
+async def test_a_refund_of_the_old_rental_after_a_lost_re_rent_credits_the_old_rentals_purchase(
+    ledger: Ledger, ledger_path: Path, getatext_sandbox: GetatextSandbox
+) -> None:
+    lossy = LoseAnswer(httpx.ASGITransport(app=getatext_sandbox.app), "POST", RE_RENT, "timeout")
+    async with service(ledger, getatext_adapter(getatext_sandbox, transport=lossy)) as rentals:
+        old = (await rentals.buy(await uber(rentals), D("0.50"))).rental
+        await rentals.finish(old.rental_id)
+        with pytest.raises(ProviderError, match="counted at its max_price"):
+            await rentals.extend_quoted(await rentals.extension(old.rental_id, D("0.50")), D("0.50"))
+        assert len(getatext_sandbox.rentals) == 2  # the re-rent was made; its id never arrived
+        await ledger.note_refund(old.rental_id, D("0.20"))
+    with sqlite3.connect(ledger_path) as db:
+        credited = db.execute("SELECT refunded FROM purchases ORDER BY purchase_id").fetchall()
+    assert credited == [("0.20",), (None,)]  # the old rental's purchase, not the re-rent's
+    bought, re_rent = await ledger.purchases()
+    assert (bought.rental_id, bought.source_rental_id) == (old.rental_id, None)
+    assert (re_rent.rental_id, re_rent.source_rental_id, re_rent.state) == (None, old.rental_id, "bought")
+    assert await ledger.committed() == D("0.50")  # the re-rent, unverified, at its max_price
 
 
 async def test_a_getatext_cancel_whose_answer_is_lost_is_found_cancelled(
@@ -656,11 +863,11 @@ async def test_stale_reservations_become_uncertain_on_recover_and_are_settled(
         )
         assert (by_id[sent].state, by_id[sent].rental_id) == ("bought", f"gotsms:{rent_id}")
         assert by_id[never_sent].state == "not_bought"
-        assert (by_id[charged].state, by_id[charged].price) == ("bought", D("0.20"))
+        assert (by_id[charged].state, by_id[charged].verified, by_id[charged].price) == ("bought", False, None)
         assert by_id[before_balance].state == "not_bought"
         assert await ledger.unsettled() == []
         assert await ledger.rental(f"gotsms:{rent_id}") is not None
-        assert await ledger.committed() == D("0.80")
+        assert await ledger.committed() == D("0.60") + D("0.50")  # Getatext's at its max_price, unverified
     await ledger.close()
 
 

@@ -276,7 +276,7 @@ async def test_buy_a_getatext_long_rental(rentals: Rentals, getatext_sandbox: Ge
         (MoneyGuard(), D("0.50"), "above max_price 0.50 USD"),
         (MoneyGuard(daily_budget=D("0.50")), D("0.60"), "SMSRENT_DAILY_BUDGET"),
     ],
-    ids=["per-rental cap", "max_price", "daily budget"],
+    ids=["per-purchase cap", "max_price", "daily budget"],
 )
 async def test_a_refused_purchase_sends_no_request(
     make_rentals: Callable[..., Rentals],
@@ -458,6 +458,62 @@ async def test_getatext_one_time_extension_re_rents_the_same_number(
     assert outcome.rental.status is RentalStatus.ACTIVE
     assert len(getatext_sandbox.rentals) == 2
     assert await rentals.ledger.committed() == D("0.40") == GETATEXT_START - getatext_sandbox.balance
+
+
+async def an_extendable_rental(rentals: Rentals, kind: str) -> tuple[str, str | None, Decimal, str]:
+    """A rental bought without a cap, ready to be extended: its id, the plan to move to (GotSMS), what the
+    extension costs, and the path of the request that would buy it."""
+    if kind == "renewal":
+        long = (await rentals.buy(await rentals.quote(max_price=D("11"), plan_id="getatext:long:1w"), D("11"))).rental
+        return long.rental_id, None, LONG_PRICES["1w"], f"/api/v1/long-rentals/{local(long.rental_id)}/update"
+    if kind == "re-rent":
+        one_time = (await rentals.buy(await plan_of(rentals, "getatext", "whatsapp"), D("1"))).rental
+        await rentals.finish(one_time.rental_id)
+        return one_time.rental_id, None, D("0.55"), "/api/v1/re-rent"
+    daily = (await rentals.buy(await plan_of(rentals, "gotsms", "Discord"), D("1"))).rental
+    weekly = await plan_of(rentals, "gotsms", "Discord", duration="1 week")
+    assert weekly.price is not None
+    return daily.rental_id, weekly.plan_id, weekly.price, f"/api/rents/{local(daily.rental_id)}/transition"
+
+
+@pytest.mark.parametrize("kind", ["renewal", "re-rent", "transition"])
+async def test_an_extension_above_the_per_purchase_cap_is_refused_with_nothing_sent(
+    make_rentals: Callable[..., Rentals],
+    gotsms: GotSmsProvider,
+    getatext: GetatextProvider,
+    gotsms_sandbox: GotSmsSandbox,
+    getatext_sandbox: GetatextSandbox,
+    kind: str,
+) -> None:
+    """SMSRENT_MAX_PRICE caps each purchase, an extension too (a renewal of 10.55 under a cap of 10, say): refused
+    whatever max_price the caller gives, and nothing reaches the provider."""
+    rental_id, plan_id, price, path = await an_extendable_rental(make_rentals(gotsms, getatext), kind)
+    cap = price - D("0.05")
+    capped = make_rentals(gotsms, getatext, guard=MoneyGuard(max_price=cap))
+    sandbox = gotsms_sandbox if kind == "transition" else getatext_sandbox
+    seen, committed = len(sandbox.requests), await capped.ledger.committed()
+    for max_price in (price, cap):
+        with pytest.raises(BudgetExceeded, match="per-purchase cap") as refused:
+            await extend(capped, rental_id, max_price, plan_id)
+        assert "SMSRENT_MAX_PRICE" in refused.value.message
+        assert "nothing was bought" in refused.value.message
+    assert requests_to(sandbox, "POST", path) == 0
+    assert all(method == "GET" for _, method, _ in sandbox.requests[seen:])  # quotes only
+    assert len(await capped.ledger.purchases()) == 1  # the rental's own purchase
+    assert await capped.ledger.committed() == committed
+
+
+async def test_what_one_rental_costs_over_time_is_bounded_by_the_daily_budget_not_the_cap(
+    make_rentals: Callable[..., Rentals], getatext: GetatextProvider, getatext_sandbox: GetatextSandbox
+) -> None:
+    getatext_sandbox.balance = D("50.00")
+    rentals = make_rentals(getatext, guard=MoneyGuard(max_price=D("11"), daily_budget=D("25")))
+    rental_id, _, price, path = await an_extendable_rental(rentals, "renewal")
+    await extend(rentals, rental_id, D("11"))  # each purchase within the cap: 21.10 for the rental so far
+    with pytest.raises(BudgetExceeded, match="SMSRENT_DAILY_BUDGET"):
+        await extend(rentals, rental_id, D("11"))
+    assert requests_to(getatext_sandbox, "POST", path) == 1
+    assert await rentals.ledger.committed() == 2 * price == D("50.00") - getatext_sandbox.balance
 
 
 # -- Auto-renew, finish, wake-up ------------------------------------------------------------------------

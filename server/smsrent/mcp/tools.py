@@ -63,7 +63,7 @@ MaxPriceParam = Annotated[
         le=1000,
         max_digits=10,
         decimal_places=4,
-        description="The most you will pay, in USD (e.g. 1.50). Required: nothing costing more is bought.",
+        description="The most this purchase may cost, in USD (e.g. 1.50). Required: nothing costing more is bought.",
     ),
 ]
 ServiceParam = Annotated[
@@ -414,7 +414,8 @@ def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
 
         Use this when you still need a number after its rental period. GotSMS: move a daily rent to a longer plan
         (plan_id required). Getatext: renew a long rental, or re-rent a one-time number (a new rental id on the same
-        number). Example: extend_rental(rental_id="getatext:long:7", max_price=11).
+        number). Each extension is a purchase of its own: max_price and the owner's per-purchase cap apply to it,
+        and the daily budget to all of them. Example: extend_rental(rental_id="getatext:long:7", max_price=11).
         """
         state = _state(ctx)
         _approved(approval)

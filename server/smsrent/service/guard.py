@@ -12,6 +12,8 @@ from decimal import Decimal
 from smsrent.domain.errors import BudgetExceeded, PurchaseUnsettled
 from smsrent.domain.models import format_money
 
+_CAP = "SMSRENT_MAX_PRICE, which caps each rental, extension, renewal and re-rent"
+
 
 @dataclass(frozen=True)
 class MoneyGuard:
@@ -21,16 +23,22 @@ class MoneyGuard:
     allow_auto_renew: bool = False
 
     def check_cap(self, max_price: Decimal) -> None:
-        """The caller's `max_price` must fit the owner's per-rental cap (checked before anything is asked)."""
+        """The caller's `max_price` must fit the owner's per-purchase cap (checked before anything is asked)."""
         if self.max_price is not None and max_price > self.max_price:
             raise BudgetExceeded(
-                f"Refused: max_price {_usd(max_price)} is above the per-rental cap of {_usd(self.max_price)}"
-                " (SMSRENT_MAX_PRICE); nothing was bought. Lower max_price or raise SMSRENT_MAX_PRICE."
+                f"Refused: max_price {_usd(max_price)} is above the per-purchase cap of {_usd(self.max_price)}"
+                f" ({_CAP}); nothing was bought. Lower max_price or raise SMSRENT_MAX_PRICE."
             )
 
     def check_price(self, price: Decimal, max_price: Decimal, what: str) -> None:
         """`what` (a plan, an extension) costs `price`: it must fit the caller's `max_price` and the owner's cap."""
         self.check_cap(max_price)
+        if self.max_price is not None and price > self.max_price:
+            raise BudgetExceeded(
+                f"Refused: {what} costs {_usd(price)}, above the per-purchase cap of {_usd(self.max_price)} ({_CAP});"
+                " nothing was bought. Choose a cheaper plan with list_plans, or ask the owner to raise"
+                " SMSRENT_MAX_PRICE."
+            )
         if price > max_price:
             raise BudgetExceeded(
                 f"Refused: {what} costs {_usd(price)}, above max_price {_usd(max_price)}; nothing was bought."

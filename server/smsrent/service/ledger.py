@@ -67,6 +67,18 @@ MIGRATIONS = (
     );
     CREATE INDEX purchases_by_time ON purchases (created_at);
     """,
+    # The rental a purchase extends or re-rents (`source_rental_id`) apart from the one it produced
+    # (`rental_id`), and whether a bought purchase was verified. Before, a re-rent carried its source as
+    # `rental_id`: still unsettled, or bought again after the source's own purchase, it had not learned its own.
+    """
+    ALTER TABLE purchases ADD COLUMN source_rental_id TEXT;
+    ALTER TABLE purchases ADD COLUMN verified INTEGER NOT NULL DEFAULT 1;
+    UPDATE purchases SET source_rental_id = rental_id WHERE kind IN ('extend', 'renew');
+    UPDATE purchases SET source_rental_id = rental_id, rental_id = NULL
+     WHERE kind = 'rent' AND rental_id IS NOT NULL AND (state IN ('reserved', 'uncertain') OR EXISTS (
+        SELECT 1 FROM purchases AS earlier WHERE earlier.kind = 'rent' AND earlier.rental_id = purchases.rental_id
+         AND earlier.purchase_id < purchases.purchase_id));
+    """,
     """
     CREATE TABLE refusals (
         refusal_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -87,13 +99,15 @@ class Purchase:
     provider: str
     kind: PurchaseKind
     plan_id: str | None
-    rental_id: str | None
+    rental_id: str | None  # the rental it produced (an extension or a renewal: its source), once known
     max_price: Decimal
     price: Decimal | None
     state: PurchaseState
     balance_before: Decimal | None
     note: str | None
     created_at: float
+    source_rental_id: str | None  # the rental it extends, renews or re-rents
+    verified: bool  # False: bought by what the balance showed, counted at max_price until its rental is found
 
 
 @dataclass(frozen=True)
@@ -306,11 +320,12 @@ class Ledger:
         kind: PurchaseKind,
         amount: Decimal,
         plan_id: str | None = None,
-        rental_id: str | None = None,
+        source_rental_id: str | None = None,
         check: Callable[[Decimal, int], None] = lambda _committed, _uncertain: None,
     ) -> int:
         """Record a purchase intent reserving `amount`, atomically with `check(committed_24h, uncertain_here)`,
-        which may refuse it (uncertain_here: this provider's purchases whose outcome is unknown)."""
+        which may refuse it (uncertain_here: this provider's purchases whose outcome is unknown).
+        `source_rental_id`: the rental it extends, renews or re-rents."""
 
         def insert(db: sqlite3.Connection) -> int:
             now = time.time()
@@ -319,9 +334,9 @@ class Ledger:
             ).fetchone()
             check(_committed(db, now), uncertain)
             cursor = db.execute(
-                "INSERT INTO purchases (provider, kind, plan_id, rental_id, max_price, state, created_at)"
+                "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at)"
                 " VALUES (?, ?, ?, ?, ?, 'reserved', ?)",
-                (provider, kind, plan_id, rental_id, str(amount), now),
+                (provider, kind, plan_id, source_rental_id, str(amount), now),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -343,21 +358,21 @@ class Ledger:
         price: Decimal | None = None,
         rental_id: str | None = None,
         note: str | None = None,
+        verified: bool = True,
     ) -> None:
-        """Record a purchase's outcome (`uncertain` keeps it counted at its reserved amount until reconciled)."""
+        """Record a purchase's outcome (`uncertain` keeps it counted at its reserved amount until reconciled;
+        bought but not `verified`, without a price, it stays counted at that amount)."""
         settled_at = None if state in UNSETTLED else time.time()
         await self._write(
             lambda db: db.execute(
                 "UPDATE purchases SET state = ?, price = COALESCE(?, price), rental_id = COALESCE(?, rental_id),"
-                " note = COALESCE(?, note), settled_at = ? WHERE purchase_id = ?",
-                (state, None if price is None else str(price), rental_id, note, settled_at, purchase_id),
+                " note = COALESCE(?, note), verified = ?, settled_at = ? WHERE purchase_id = ?",
+                (state, None if price is None else str(price), rental_id, note, verified, settled_at, purchase_id),
             )
         )
 
-    async def note_refund(self, rental_id: str, amount: Decimal, *, provider: str) -> None:
-        """Credit a refund against the latest purchase that bought the rental, up to what it cost; and raise the
-        balance an uncertain purchase of this provider is measured from, so the refund is not read as "not
-        charged" when it is settled from the balance."""
+    async def note_refund(self, rental_id: str, amount: Decimal) -> None:
+        """Credit a refund against the latest purchase that bought the rental, up to what it cost."""
 
         def credit(db: sqlite3.Connection) -> None:
             row = db.execute(
@@ -369,14 +384,6 @@ class Ledger:
                 purchase_id, cost = row
                 credited = min(amount, Decimal(cost))
                 db.execute("UPDATE purchases SET refunded = ? WHERE purchase_id = ?", (str(credited), purchase_id))
-            uncertain = db.execute(
-                "SELECT purchase_id, balance_before FROM purchases WHERE provider = ? AND state = 'uncertain'"
-                " AND balance_before IS NOT NULL",
-                (provider,),
-            ).fetchall()
-            for purchase_id, before in uncertain:
-                raised = str(Decimal(before) + amount)
-                db.execute("UPDATE purchases SET balance_before = ? WHERE purchase_id = ?", (raised, purchase_id))
 
         await self._write(credit)
 
@@ -493,12 +500,13 @@ class Ledger:
 
 
 _PURCHASE_COLUMNS = (
-    "purchase_id, provider, kind, plan_id, rental_id, max_price, price, state, balance_before, note, created_at"
+    "purchase_id, provider, kind, plan_id, rental_id, max_price, price, state, balance_before, note, created_at,"
+    " source_rental_id, verified"
 )
 
 
 def _purchase(row: tuple[object, ...]) -> Purchase:
-    pid, provider, kind, plan_id, rental_id, max_price, price, state, before, note, created = row
+    pid, provider, kind, plan_id, rental_id, max_price, price, state, before, note, created, source, verified = row
     return Purchase(
         purchase_id=int(str(pid)),
         provider=str(provider),
@@ -511,6 +519,8 @@ def _purchase(row: tuple[object, ...]) -> Purchase:
         balance_before=None if before is None else Decimal(str(before)),
         note=None if note is None else str(note),
         created_at=float(str(created)),
+        source_rental_id=None if source is None else str(source),
+        verified=bool(verified),
     )
 
 

@@ -2,7 +2,9 @@
 
 A purchase is recorded as an intent (reserving its max price) before the request, and as an outcome
 after. A purchase whose outcome is unknown is never retried: it stays counted as spent and blocks
-further purchases on that provider until `reconcile` finds out what happened.
+further purchases on that provider until `reconcile` finds out what happened. A balance can prove a
+charge but never its absence, nor its amount: a purchase settled from the balance is bought, unverified,
+and counted at its max price until its rental is found.
 """
 
 from __future__ import annotations
@@ -32,7 +34,16 @@ from smsrent.domain.errors import (
     Unsupported,
 )
 from smsrent.domain.ids import ProviderName, Ref, parse_plan_id, parse_rental_id
-from smsrent.domain.models import Balance, Message, NumberStatus, Plan, Receipt, Rental, RentalStatus
+from smsrent.domain.models import (
+    Balance,
+    Message,
+    NumberStatus,
+    Plan,
+    Receipt,
+    Rental,
+    RentalStatus,
+    format_money,
+)
 from smsrent.providers.base import Provider
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
@@ -43,7 +54,7 @@ log = logging.getLogger("smsrent.rentals")
 T = TypeVar("T")
 
 PLAN_CACHE_SECONDS = 30.0
-SETTLE_AFTER = 180.0  # a purchase the provider does not show yet is declared not bought only this long after it
+SETTLE_AFTER = 180.0  # how long a lost purchase the provider does not show blocks it; then it is settled
 REFRESH_LIMIT = 25  # one-time Getatext rentals re-checked per list_rentals call
 _COUNTRY_ALIASES = {
     "us": "usa",
@@ -316,20 +327,23 @@ class Rentals:
         call: Callable[[], Awaitable[Receipt]],
         *,
         plan_id: str | None = None,
-        rental_id: str | None = None,
+        source_rental_id: str | None = None,
         price: Decimal | None = None,
     ) -> Outcome:
         """Reserve, record the intent, make the one call that spends, and record its outcome.
 
-        `price`: what the purchase costs when the provider's answer does not say (a GotSMS transition answers
-        with the rent alone, whose price is not what this step charged)."""
+        `source_rental_id`: the rental extended, renewed or re-rented. `price`: what the purchase costs when the
+        provider's answer does not say (a GotSMS transition answers with the rent alone, whose price is not what
+        this step charged)."""
         try:
             await self.reconcile(provider.name)
         except ProviderError as err:
             # Still unsettled: the reservation below refuses, saying why.
             log.warning("could not reconcile %s before buying: %s", provider.name, err.message)
         async with self._purchase_lock(provider):
-            purchase_id = await self._reserve(provider, kind, max_price, plan_id=plan_id, rental_id=rental_id)
+            purchase_id = await self._reserve(
+                provider, kind, max_price, plan_id=plan_id, source_rental_id=source_rental_id
+            )
             self._inflight[purchase_id] = provider.name
             try:
                 return await self._execute(provider, purchase_id, call, price, max_price)
@@ -337,7 +351,13 @@ class Rentals:
                 del self._inflight[purchase_id]
 
     async def _reserve(
-        self, provider: Provider, kind: PurchaseKind, max_price: Decimal, *, plan_id: str | None, rental_id: str | None
+        self,
+        provider: Provider,
+        kind: PurchaseKind,
+        max_price: Decimal,
+        *,
+        plan_id: str | None,
+        source_rental_id: str | None,
     ) -> int:
         """Reserve `max_price` for a purchase, atomically with the daily budget check."""
         async with self._refusal_noted(provider.name, max_price):
@@ -346,7 +366,7 @@ class Rentals:
                 kind=kind,
                 amount=max_price,
                 plan_id=plan_id,
-                rental_id=rental_id,
+                source_rental_id=source_rental_id,
                 check=self.guard.daily_check(max_price, provider.display_name),
             )
 
@@ -418,7 +438,7 @@ class Rentals:
         after = await self.ledger.purchase(purchase_id)
         if after is not None and after.state == "not_bought":
             raise ProviderError(
-                f"{provider.display_name} did not confirm the purchase and it was not charged ({after.note}), so"
+                f"{provider.display_name} did not confirm the purchase and did not make it ({after.note}), so"
                 " nothing was bought; you may try again.",
                 provider=provider.name,
                 status_code=err.status_code,
@@ -496,12 +516,12 @@ class Rentals:
         False if the provider's answer does not decide it yet."""
         pid = purchase.purchase_id
         # Not seeing it yet is no proof: a provider may finish a purchase after the answer was lost.
-        proof_of_absence = time.time() - purchase.created_at >= self.settle_after
+        window_passed = time.time() - purchase.created_at >= self.settle_after
         listed = await _listing(provider, purchase)
         if listed is not None:
             match = _find_bought(purchase, listed, taken)
             if match is None:
-                if not proof_of_absence:
+                if not window_passed:
                     return False
                 await self.ledger.settle(pid, "not_bought", note="not found in the provider's list")
                 return None
@@ -512,31 +532,32 @@ class Rentals:
         if purchase.balance_before is None:
             await self.ledger.settle(pid, "not_bought", note="stopped before the request was sent")
             return None
-        balance = (await provider.get_balance()).amount
-        charged = purchase.balance_before - balance
-        if charged <= 0:
-            if not proof_of_absence:
-                return False
-            await self.ledger.settle(pid, "not_bought", note="the balance did not go down")
-            return None
+        # A balance proves a charge, never its absence (a credit may hide it), nor its amount (other debits and
+        # credits move it): short of proof that the request never left, the purchase was bought.
+        charged = (await provider.get_balance()).amount < purchase.balance_before
+        if not charged and not window_passed:
+            return False
+        seen = "went down meanwhile" if charged else f"showed no charge within {self.settle_after:g} s"
+        produced = purchase.source_rental_id if purchase.kind == "renew" else None
         note = (
-            f"{provider.display_name} charged {charged} but the answer with the rental id never arrived;"
-            " check the provider's dashboard."
+            f"Unverified: {provider.display_name} never answered and the balance {seen}; counted at its max_price"
+            f" {format_money(purchase.max_price)}{'' if produced else ' until its rental is found'}."
         )
-        await self.ledger.settle(pid, "bought", price=min(charged, purchase.max_price), note=note)
+        await self.ledger.settle(pid, "bought", rental_id=produced, note=note, verified=False)
         return None
 
     async def adopt(self, rental_id: str) -> Receipt | None:
         """A Getatext rental first heard of by a pushed code: recorded if `rental-status` shows it on this account
-        and exactly one purchase can be its own: bought, for the same service, before the rental ended, but
-        without the rental id (its answer was lost; the balance settled it). None otherwise, and never while
-        another Getatext purchase is unsettled (the rental could be that one's)."""
+        and exactly one purchase can be its own: a rent or re-rent for the same service, made before the rental
+        ended, whose answer was lost (uncertain, or bought, unverified, by what the balance showed). Its real price
+        then replaces its max_price. None otherwise, and never while a Getatext purchase is in flight (the rental
+        could be that one's)."""
         ref = parse_rental_id(rental_id)
         if ref.long or ref.provider != "getatext":
             return None
-        async with self._settling[ref.provider]:  # orphans are made only under this lock, by `_settle`
+        async with self._settling[ref.provider]:  # purchases are settled only under this lock
             orphans = await self._orphans(ref.provider)
-            if not orphans or await self.ledger.unsettled(ref.provider):
+            if not orphans:
                 return None
             receipt = await self.provider(ref.provider).get_rental(ref)
             found = receipt.rental
@@ -546,22 +567,33 @@ class Rentals:
                 if _same_service(p.plan_id, found.service)
                 and (found.ends_at is None or found.ends_at.timestamp() > p.created_at)
             ]
-            if len(candidates) != 1 or any(name == ref.provider for name in self._inflight.values()):
+            in_flight = any(name == ref.provider for name in self._inflight.values())
+            if len(candidates) != 1 or in_flight or await self._reserved(ref.provider):
                 return None
             (purchase,) = candidates
             rental = await self.ledger.save_rental(
                 _with(found, plan_id=found.plan_id or purchase.plan_id, price=found.price or purchase.price)
             )
-            await self.ledger.settle(purchase.purchase_id, "bought", rental_id=rental.rental_id, note="found by a push")
+            await self.ledger.settle(
+                purchase.purchase_id, "bought", price=rental.price, rental_id=rental.rental_id, note="found by a push"
+            )
             return receipt.model_copy(update={"rental": rental})
 
     async def _orphans(self, provider: str) -> list[Purchase]:
-        """Rents bought on `provider` whose rental id is not known."""
+        """One-time rents and re-rents on `provider` that may have bought a rental whose id is not known: sent
+        (`balance_before` is noted just before), then their answer was lost."""
         return [
             p
             for p in await self.ledger.purchases()
-            if (p.provider, p.kind, p.state, p.rental_id) == (provider, "rent", "bought", None)
+            if (p.provider, p.kind, p.rental_id) == (provider, "rent", None)
+            and (p.state == "uncertain" or (p.state, p.verified) == ("bought", False))
+            and p.balance_before is not None
+            and ":long:" not in (p.plan_id or "")
         ]
+
+    async def _reserved(self, provider: str) -> bool:
+        """Whether a purchase on `provider` is on its way (here, or in another process sharing the ledger)."""
+        return any(p.state == "reserved" for p in await self.ledger.unsettled(provider))
 
     # -- Changing rentals -----------------------------------------------------------------------------
 
@@ -570,7 +602,8 @@ class Rentals:
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
-        # A Getatext refund moves the balance its uncertain purchases are settled from: not during a purchase.
+        # Not during a Getatext purchase: a refund's credit would hide the purchase's charge if its answer were
+        # lost, and a long rental's refund is measured on the balance.
         async with self._purchase_lock(provider):
             before = (await provider.get_balance()).amount if ref.long else None
             try:
@@ -585,7 +618,7 @@ class Rentals:
                 balance_after = (await provider.get_balance()).amount
             refunded = balance_after - before if before is not None else receipt.rental.price or rental.price
             if refunded is not None and refunded > 0:
-                await self.ledger.note_refund(str(ref), refunded, provider=provider.name)
+                await self.ledger.note_refund(str(ref), refunded)
         return RefundOutcome(updated, refunded, balance_after)
 
     async def _refund_lost(self, provider: Provider, rental: Rental, err: ProviderError) -> RefundOutcome:
@@ -600,7 +633,7 @@ class Rentals:
             if _given_back(provider, now):
                 updated = await self.ledger.save_rental(_ended(provider, rental))
                 if rental.price is not None:
-                    await self.ledger.note_refund(rental.rental_id, rental.price, provider=provider.name)
+                    await self.ledger.note_refund(rental.rental_id, rental.price)
                 return RefundOutcome(updated, rental.price, None)
         raise ProviderError(
             f"{err.message} The refund may or may not have gone through (the provider does not show it yet);"
@@ -652,7 +685,7 @@ class Rentals:
                 max_price,
                 lambda: provider.transition(ref.local_id, plan_uuid),
                 plan_id=target.plan_id,
-                rental_id=str(ref),
+                source_rental_id=str(ref),
                 price=price,
             )
             try:  # the transition answer has the id and status only; the rent list has the new end and price
@@ -668,7 +701,7 @@ class Rentals:
             return await provider.re_rent(ref.local_id)
 
         kind: PurchaseKind = "renew" if ref.long else "rent"
-        outcome = await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, rental_id=str(ref))
+        outcome = await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, source_rental_id=str(ref))
         if ref.long:
             return outcome
         renewed = await self._fill_in(outcome.rental, plan_id=rental.plan_id, price=price, service=rental.service)
@@ -747,9 +780,10 @@ async def _listing(provider: Provider, purchase: Purchase) -> list[Rental] | Non
 
 
 def _find_bought(purchase: Purchase, listed: Sequence[Rental], taken: set[str]) -> Rental | None:
-    """The rental a purchase made: a new rental on its plan, or (an extension) its rental now on the new plan."""
+    """The rental a purchase made: a new rental on its plan, or (an extension) its source now on the new plan."""
     if purchase.kind != "rent":
-        return next((r for r in listed if r.rental_id == purchase.rental_id and r.plan_id == purchase.plan_id), None)
+        wanted = (purchase.source_rental_id, purchase.plan_id)
+        return next((r for r in listed if (r.rental_id, r.plan_id) == wanted), None)
     slack = DAY if ":long:" in (purchase.plan_id or "") else 300.0  # long rentals only carry a start date
     since = datetime.fromtimestamp(purchase.created_at - slack, UTC)
     fresh = [
