@@ -77,8 +77,8 @@ def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
         waits = sum(isinstance(p, ToolCallPart) and p.tool_name == "wait_for_code" for m in messages for p in m.parts)
         if content["outcome"] == "still_waiting" and waits < MAX_WAITS:
             return call("wait_for_code", rental_id=content["rental_id"], timeout_seconds=20)
-        if content["code"] is not None:
-            rental = content["rental"]
+        if "code" in content:  # left out unless a code came
+            rental = rented(messages)
             return answer(
                 f"Your {rental['service']} verification code is {content['code']}"
                 f" (number {rental['phone']}, rental {rental['rental_id']}, {rental['price']} USD)."
@@ -87,8 +87,16 @@ def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelRespon
             return call("refund", rental_id=content["rental_id"])
         return answer(f"No code arrived: {content['next_step']}")
     if result.tool_name == "refund":
-        return answer(f"No code arrived, so I refunded the rental ({content['refunded']} USD back).")
+        return answer(
+            f"No code arrived, so I refunded the rental ({content.get('refunded', 'an unknown amount of')} USD back)."
+        )
     return answer(f"Unexpected tool result from {result.tool_name}.")
+
+
+def rented(messages: list[ModelMessage]) -> Any:
+    """The rental that rent_number returned earlier in the conversation."""
+    results = [p for m in messages for p in m.parts if isinstance(p, ToolReturnPart) and p.tool_name == "rent_number"]
+    return results[-1].content["rental"]
 
 
 def call(tool: str, **arguments: Any) -> ModelResponse:
@@ -119,7 +127,7 @@ def summary(tool: str, content: Any) -> str:
     if tool == "rent_number":
         return f"rented {content['rental']['phone']} as {content['rental']['rental_id']}"
     if tool == "wait_for_code":
-        return f"{content['outcome']} after {content['waited_seconds']} s, code {content['code']}"
+        return f"{content['outcome']} after {content['waited_seconds']} s, code {content.get('code')}"
     return json.dumps(content)[:160]
 
 

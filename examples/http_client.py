@@ -100,19 +100,19 @@ async def run(base: str, token: str) -> str:
         balances = await call(client, "get_balance")
         print("\n== Balances")
         for b in balances["balances"]:
-            print(f"   {b['provider']['name']}: {b['amount']} {b['currency']}")
+            print(f"   {b['provider']}: {b['amount']} {balances['currency']}")
 
         plans = await call(client, "list_plans", service=SERVICE, max_price=MAX_PRICE)
         print(f"\n== {plans['count']} {SERVICE} plans at most {MAX_PRICE} USD, cheapest first")
         for p in plans["plans"][:4]:
-            print(f"   {p['plan_id']:<45} {p['price']:>6} USD  {p['country'] or 'any country'}")
+            print(f"   {p['plan_id']:<45} {p['price']:>6} USD  {p.get('country', 'any country')}")
         if not plans["plans"]:
             raise SystemExit(plans["next_step"])
 
         cheapest = plans["plans"][0]
         rented = await call(client, "rent_number", plan_id=cheapest["plan_id"], max_price=MAX_PRICE)
         rental = rented["rental"]
-        print(f"\n== Rented {rental['phone']} ({rental['rental_id']}) for {rented['charged']} USD")
+        print(f"\n== Rented {rental['phone']} ({rental['rental_id']}) for {rental['price']} USD")
 
         print("\n== Waiting for the code")
         while True:
@@ -120,7 +120,7 @@ async def run(base: str, token: str) -> str:
             print(f"   {waited['outcome']} after {waited['waited_seconds']} s")
             if waited["outcome"] != "still_waiting":
                 break
-        if waited["code"] is None:
+        if "code" not in waited:  # left out unless a code came
             raise SystemExit(waited["next_step"])
         code: str = waited["code"]
         return code

@@ -40,16 +40,17 @@ async def main() -> None:
         server = StdioServerParameters(command=sys.executable, args=["-m", "smsrent"], env=env)
         async with Client(server) as client:
             balances = await call(client, "get_balance")
-            show("Balances", [f"{b['provider']['name']}: {b['amount']} {b['currency']}" for b in balances["balances"]])
+            currency = balances["currency"]
+            show("Balances", [f"{b['provider']}: {b['amount']} {currency}" for b in balances["balances"]])
 
             plans = await call(client, "list_plans", service="telegram", max_price="2")
             show(
                 "Cheapest Telegram plans",
-                [f"{p['plan_id']}  {p['price']} USD  {p['duration']}" for p in plans["plans"][:4]],
+                [f"{p['plan_id']}  {p['price']} USD  {p.get('duration', '')}" for p in plans["plans"][:4]],
             )
 
             # Rent on GotSMS, whose numbers sleep: wait_for_code wakes the number and follows its queue.
-            gotsms_plan = next(p for p in plans["plans"] if p["provider"]["name"] == "gotsms")
+            gotsms_plan = next(p for p in plans["plans"] if p["plan_id"].startswith("gotsms:"))
             rented = await call(client, "rent_number", plan_id=gotsms_plan["plan_id"], max_price="2")
             rental = rented["rental"]
             show("Rented", {k: rental[k] for k in ("rental_id", "phone", "service", "price", "status")})
@@ -58,11 +59,11 @@ async def main() -> None:
             waited = await call(client, "wait_for_code", rental_id=rental["rental_id"], timeout_seconds=45)
             show(
                 "Code",
-                {"outcome": waited["outcome"], "code": waited["code"], "waited_seconds": waited["waited_seconds"]},
+                {"outcome": waited["outcome"], "code": waited.get("code"), "waited_seconds": waited["waited_seconds"]},
             )
 
             messages = await call(client, "get_messages", rental_id=rental["rental_id"])
-            show("Messages (SMS text is untrusted and comes fenced)", [m["text"] for m in messages["messages"]])
+            show("Messages (SMS text is untrusted and comes fenced)", [m.get("text") for m in messages["messages"]])
 
             # A number that got no SMS can be given back: rent a spare and refund it.
             spare = await call(
@@ -71,10 +72,10 @@ async def main() -> None:
             refunded = await call(client, "refund", rental_id=spare["rental"]["rental_id"])
             show(
                 "Refunded an unused rental",
-                {"refunded": refunded["refunded"], "balance_after": refunded["balance_after"]},
+                {"refunded": refunded.get("refunded"), "balance_after": refunded.get("balance_after")},
             )
 
-            if waited["code"] is None:
+            if "code" not in waited:
                 raise SystemExit("no code arrived")
             print(f"\nCODE {waited['code']}")
 

@@ -13,6 +13,7 @@ from pydantic import AliasChoices
 from smsrent import __version__
 from smsrent.config import Settings
 from smsrent.mcp.app import create_app
+from smsrent.mcp.tools import TOOLS
 from tests.helpers import settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,16 @@ def table(marker: str) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def registered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     app = create_app(settings(tmp_path_factory.mktemp("docs")))
-    return {tool.name: (tool.description or "").splitlines()[0] for tool in app.mcp._tool_manager.list_tools()}
+    return {tool.name: (tool.description or "").splitlines()[0] for tool in anyio.run(app.mcp.list_tools)}
 
 
 def test_readme_tool_table_matches_the_registry(registered: dict[str, str]) -> None:
+    """Each served tool's summary line, and what a caller needs (the tool table's `read` or `spend`)."""
+    needs = {spec.name: spec.needs for spec in TOOLS}
     rows = table("tools")
-    assert {name: summary for name, summary, _ in rows} == registered
+    assert {name: (summary, need) for name, summary, need in rows} == {
+        name: (summary, needs[name]) for name, summary in registered.items()
+    }
 
 
 def test_manifest_tools_match_the_registry(registered: dict[str, str]) -> None:

@@ -112,13 +112,17 @@ def cmd_balance(path: str, era: str = "legacy") -> None:
     structured = result.get("structuredContent")
     if not isinstance(structured, dict) or not structured.get("balances"):
         fail(f"get_balance: no structuredContent.balances: {json.dumps(result)[:400]}")
+    if structured.get("sandbox") is not True or structured.get("currency") != "USD":
+        fail(f"get_balance: not a sandbox answer in USD: {structured}")
     for balance in structured["balances"]:
-        if not {"provider", "amount", "currency"} <= set(balance) or balance["provider"].get("sandbox") is not True:
+        if set(balance) != {"provider", "amount"}:
             fail(f"get_balance: unexpected balance entry {balance}")
     if not result.get("content") or result["content"][0].get("type") != "text":
         fail("get_balance: no text content beside the structured content")
+    if json.loads(result["content"][0]["text"]) != structured:
+        fail("get_balance: the text content is not the structured content")
     check_era(result, era)
-    shown = ", ".join(f"{b['provider']['name']} {b['amount']} {b['currency']}" for b in structured["balances"])
+    shown = ", ".join(f"{b['provider']} {b['amount']} {structured['currency']}" for b in structured["balances"])
     print(f"isError=false, balances: {shown} (sandbox), unavailable: {structured.get('unavailable')}")
 
 

@@ -4,7 +4,10 @@ spend, outcomes and delivery figures from the ledger."""
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -16,6 +19,7 @@ from smsrent.config import Settings
 from smsrent.mcp.app import App, create_app
 from smsrent.observe.report import parse_duration, run_report
 from smsrent.observe.tracing import JsonFormatter, export_traces
+from smsrent.service.ledger import LedgerUnusable
 
 log = logging.getLogger("smsrent")
 
@@ -91,7 +95,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"smsrent-mcp: invalid configuration: {problems}")
     configure_logging(settings.log_level, settings.log_format)
     if args.command == "report":
-        sys.stdout.write(anyio.run(run_report, settings, args.since, args.agent, args.format))
+        try:
+            sys.stdout.write(anyio.run(run_report, settings, args.since, args.agent, args.format))
+        except LedgerUnusable as err:
+            sys.exit(f"smsrent-mcp: {err}")
         return
     export_traces(settings.otel_endpoint)
     if settings.webhook_port is not None and settings.webhook_secret is None:
@@ -108,6 +115,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     except ValueError as err:
         sys.exit(f"smsrent-mcp: {err}")
+    except Exception as err:
+        refusal = _ledger_refusal(err)
+        if refusal is None:
+            raise
+        sys.exit(f"smsrent-mcp: {refusal}")
+
+
+def _ledger_refusal(err: BaseException) -> LedgerUnusable | None:
+    """The ledger's refusal to start, if that is what ended the server (raised through its task groups)."""
+    if isinstance(err, LedgerUnusable):
+        return err
+    inner = err.exceptions if isinstance(err, BaseExceptionGroup) else ()
+    return next((found for e in inner if (found := _ledger_refusal(e)) is not None), None)
 
 
 async def serve_stdio(app: App) -> None:
@@ -116,20 +136,45 @@ async def serve_stdio(app: App) -> None:
         await app.mcp.run_stdio_async()
         return
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_serve_webhook_listener, app, port)
+        tg.start_soon(app.supervisor.run, "webhook-listener", functools.partial(_serve_webhook_listener, app, port))
         await app.mcp.run_stdio_async()
         tg.cancel_scope.cancel()
 
 
 async def _serve_webhook_listener(app: App, port: int) -> None:
+    """The Getatext webhook on 127.0.0.1:<port>. A port already taken (another smsrent on the same data dir, say)
+    is logged, and this server carries on without its listener."""
     import uvicorn
 
     from smsrent.mcp.webhook import webhook_app
 
-    listener = webhook_app(app.runtime, app.settings, app.webhook_secret)
-    config = uvicorn.Config(listener, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    log.info("Getatext webhook listener on http://127.0.0.1:%d/webhooks/getatext/<secret>", port)
-    await uvicorn.Server(config).serve()
+    try:
+        sock = _bound(port)
+    except OSError as err:
+        log.warning(
+            "webhook port %d is taken (%s): serving without a webhook listener; codes still arrive by polling,"
+            " and pushes reach the process holding the port, which shares them through the ledger",
+            port,
+            err.strerror or type(err).__name__,
+        )
+        return
+    with sock:  # uvicorn would exit the process if it could not bind: it gets a bound socket
+        listener = webhook_app(app.runtime, app.settings, app.webhook_secret)
+        config = uvicorn.Config(listener, log_level="warning", lifespan="off")
+        log.info("Getatext webhook listener on http://127.0.0.1:%d/webhooks/getatext/<secret>", port)
+        await uvicorn.Server(config).serve(sockets=[sock])
+
+
+def _bound(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if os.name == "posix":  # rebinding after a restart; on Windows the option would let two servers share it
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 async def serve_http(app: App, host: str, port: int) -> None:

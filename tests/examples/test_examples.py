@@ -87,4 +87,4 @@ async def test_claude_desktop_config_as_written_starts_the_sandbox(tmp_path: Pat
         result = await client.call_tool("get_balance", {})
     assert not result.is_error, result.content
     assert result.structured_content is not None
-    assert {b["provider"]["sandbox"] for b in result.structured_content["balances"]} == {True}
+    assert result.structured_content["sandbox"] is True

@@ -609,7 +609,7 @@ def stays_up(server: Server, tools: frozenset[str]) -> None:
     assert {tool.name for tool in listed.tools} == tools
     assert not balance.is_error, text_of(balance)
     assert balance.structured_content is not None
-    assert {b["provider"]["name"] for b in balance.structured_content["balances"]} == {"gotsms", "getatext"}
+    assert {b["provider"] for b in balance.structured_content["balances"]} == {"gotsms", "getatext"}
     assert not [url for url in server.sent if unsafe_segments(url)]
     assert not [path for path in server.served() if unsafe_segments(path)]
     assert not server.errors.records

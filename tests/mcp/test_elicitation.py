@@ -50,7 +50,7 @@ async def test_approved_purchase_is_bought(app: App, mode: str, getatext_sandbox
     human = Human()
     async with Client(app.mcp, mode=mode, elicitation_callback=human) as client:
         result = await ok(client, "rent_number", plan_id="getatext:whatsapp", max_price="1")
-    assert result["charged"] == "0.55"
+    assert result["rental"]["price"] == "0.55"
     assert result["rental"]["rental_id"].startswith("getatext:")
     [question] = human.asked
     assert isinstance(question, ElicitRequestFormParams)
@@ -108,7 +108,7 @@ async def test_below_the_threshold_nobody_is_asked(app: App, mode: str, getatext
     human = Human(action="decline")  # would refuse, if it were asked
     async with Client(app.mcp, mode=mode, elicitation_callback=human) as client:
         result = await ok(client, "rent_number", plan_id="getatext:uber", max_price="1")
-    assert result["charged"] == "0.20"
+    assert result["rental"]["price"] == "0.20"
     assert human.asked == []
     assert posts(getatext_sandbox) == ["/api/v1/rent-a-number"]
 

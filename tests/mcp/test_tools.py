@@ -22,12 +22,14 @@ from tests.helpers import sandbox_app
 from . import (
     E164,
     INJECTION,
+    UTC_TIME,
     everything_in,
     fails,
     local_id,
     ok,
     outside_fences,
     posts,
+    provider_of,
     rent_getatext,
     rent_gotsms,
     text_of,
@@ -49,17 +51,15 @@ def request_count(*sandboxes: GotSmsSandbox | GetatextSandbox) -> int:
 
 async def test_get_balance_reports_every_provider_as_sandbox(client: Client) -> None:
     result = await ok(client, "get_balance")
-    balances = {b["provider"]["name"]: b for b in result["balances"]}
-    assert set(balances) == {"gotsms", "getatext"}
-    assert balances["gotsms"]["amount"] == "25.00"
-    assert balances["getatext"]["amount"] == "20.00"
-    assert all(b["provider"]["sandbox"] is True and b["currency"] == "USD" for b in balances.values())
-    assert result["unavailable"] == []
+    balances = {b["provider"]: b["amount"] for b in result["balances"]}
+    assert balances == {"gotsms": "25.00", "getatext": "20.00"}
+    assert (result["sandbox"], result["currency"]) == (True, "USD")
+    assert "unavailable" not in result  # every provider answered
 
 
 async def test_get_balance_of_one_provider(client: Client) -> None:
     result = await ok(client, "get_balance", provider="getatext")
-    assert [b["provider"] for b in result["balances"]] == [{"name": "getatext", "sandbox": True}]
+    assert result["balances"] == [{"provider": "getatext", "amount": "20.00"}]
 
 
 # -- list_plans ---------------------------------------------------------------------------------------------
@@ -69,23 +69,22 @@ async def test_list_plans_covers_both_providers_sorted_by_price(client: Client) 
     result = await ok(client, "list_plans", limit=200)
     plans = result["plans"]
     assert result["count"] == len(plans) > 0
-    assert result["providers"] == [{"name": "gotsms", "sandbox": True}, {"name": "getatext", "sandbox": True}]
-    assert {p["provider"]["name"] for p in plans} == {"gotsms", "getatext"}
-    prices = [Decimal(p["price"]) for p in plans if p["price"] is not None]
+    assert (result["sandbox"], result["currency"]) == (True, "USD")
+    assert {provider_of(p["plan_id"]) for p in plans} == {"gotsms", "getatext"}
+    prices = [Decimal(p["price"]) for p in plans if "price" in p]
     assert prices == sorted(prices)
-    assert all(p["provider"]["sandbox"] for p in plans)
-    assert all(p["plan_id"].startswith(p["provider"]["name"] + ":") for p in plans)
     # The catalogue is followed to its last page: GotSMS lists 5 services x 3 countries x 2 durations + 5 monthly.
-    assert sum(p["provider"]["name"] == "gotsms" for p in plans) == 35
+    assert sum(provider_of(p["plan_id"]) == "gotsms" for p in plans) == 35
     assert "rent_number" in result["next_step"]
 
 
 async def test_list_plans_returns_the_cheapest_up_to_the_limit_and_says_how_many_match(client: Client) -> None:
     everything = await ok(client, "list_plans", limit=200)
-    first = await ok(client, "list_plans")  # 25 by default
+    first = await ok(client, "list_plans")  # 10 by default
     assert first["count"] == everything["count"] == 45
-    assert first["plans"] == everything["plans"][:25]
-    assert "25 cheapest of 45" in first["next_step"]
+    assert first["plans"] == everything["plans"][:10]
+    assert "10 cheapest of 45" in first["next_step"]
+    assert "limit=45" in first["next_step"]  # how to get the rest
     few = await ok(client, "list_plans", limit=3)
     assert few["plans"] == everything["plans"][:3]
 
@@ -102,7 +101,7 @@ async def test_list_plans_filters(client: Client) -> None:
 
     gotsms = await ok(client, "list_plans", provider="gotsms", service="Discord")
     assert gotsms["count"] > 0
-    assert all(p["provider"]["name"] == "gotsms" and p["service"] == "Discord" for p in gotsms["plans"])
+    assert all(provider_of(p["plan_id"]) == "gotsms" and p["service"] == "Discord" for p in gotsms["plans"])
 
     nothing = await ok(client, "list_plans", service="no-such-service")
     assert nothing == {**nothing, "plans": [], "count": 0}
@@ -122,8 +121,8 @@ async def test_rent_number_by_plan_id(client: Client, gotsms_sandbox: GotSmsSand
     assert rental["phone_display"]
     assert rental["plan_id"] == daily["plan_id"]
     assert rental["status"] == "active"
-    assert rental["provider"] == {"name": "gotsms", "sandbox": True}
-    assert result["charged"] == daily["price"] == "0.80"
+    assert result["sandbox"] is True
+    assert rental["price"] == daily["price"] == "0.80"
     assert rental["rental_id"] in result["next_step"]
     assert "wait_for_code" in result["next_step"]
     assert local_id(rental["rental_id"]) in gotsms_sandbox.rents
@@ -139,7 +138,7 @@ async def test_rent_number_by_service_and_country_takes_the_cheapest(
     assert rental["rental_id"].startswith("getatext:")
     assert rental["plan_id"] == "getatext:telegram"
     assert E164.match(rental["phone"])
-    assert result["charged"] == "0.40"
+    assert rental["price"] == "0.40"
     assert getatext_sandbox.balance == Decimal("19.60")
     assert posts(gotsms_sandbox) == []
 
@@ -181,7 +180,7 @@ async def test_wait_for_code_getatext_code_keeps_leading_zeros(
     assert out["code"] == "004521"
     assert out["sms"]["code"] == "004521"
     assert out["rental_id"] == rental["rental_id"]
-    assert out["provider"] == {"name": "getatext", "sandbox": True}
+    assert out["sandbox"] is True
     assert json.loads(text_of(result))["code"] == "004521"  # a string in the text content too, not 4521
 
 
@@ -198,9 +197,9 @@ async def test_wait_for_code_gotsms_fences_the_sms_text(client: Client, gotsms_s
     sms = out["sms"]
     assert sms["text"] == f"<untrusted-sms>\n{body}\n</untrusted-sms>"
     assert sms["from"] == "+18001234567"
-    assert sms["received_at"] is not None
+    assert UTC_TIME.match(sms["received_at"])
     assert out["number_phase"] in ("queued", "online")
-    assert out["rental"]["status"] == "active"
+    assert out["rental_status"] == "active"
     assert INJECTION in everything_in(result)  # returned as data ...
     assert INJECTION not in outside_fences(everything_in(result))  # ... only inside the fence
     assert INJECTION not in out["next_step"]
@@ -232,11 +231,11 @@ async def test_wait_for_code_still_waiting_after_its_bound(client: Client) -> No
     with anyio.fail_after(10):
         out = await ok(client, "wait_for_code", rental_id=rental["rental_id"], timeout_seconds=1)
     assert out["outcome"] == "still_waiting"
-    assert out["code"] is None
-    assert out["sms"] is None
+    assert "code" not in out
+    assert "sms" not in out
     assert 1 <= out["waited_seconds"] < 5
     assert "wait_for_code" in out["next_step"]
-    assert out["rental"]["status"] == "active"
+    assert out["rental_status"] == "active"
 
 
 @pytest.mark.parametrize(("provider", "ended_as"), [("gotsms", "refunded"), ("getatext", "cancelled")])
@@ -246,8 +245,8 @@ async def test_wait_for_code_after_refund_says_rental_ended(client: Client, prov
     with anyio.fail_after(5):
         out = await ok(client, "wait_for_code", rental_id=rental["rental_id"], timeout_seconds=30)
     assert out["outcome"] == "rental_ended"
-    assert out["code"] is None
-    assert out["rental"]["status"] == ended_as
+    assert "code" not in out
+    assert out["rental_status"] == ended_as
     assert ended_as in out["next_step"]
 
 
@@ -331,7 +330,7 @@ async def test_get_messages_lists_without_moving_the_cursor(client: Client, gots
     result = await ok(client, "get_messages", rental_id=rental["rental_id"])
     assert result["count"] == 1
     assert result["rental_id"] == rental["rental_id"]
-    assert result["provider"] == {"name": "gotsms", "sandbox": True}
+    assert result["sandbox"] is True
     [sms] = result["messages"]
     assert sms["code"] == "314159"
     assert sms["code_source"] == "provider"
@@ -356,7 +355,7 @@ async def test_list_rentals_by_status(client: Client) -> None:
     assert {r["rental_id"] for r in every["rentals"]} == {kept["rental_id"], given_back["rental_id"]}
     assert (active["count"], ended["count"], every["count"]) == (1, 1, 2)
     assert ended["rentals"][0]["status"] == "cancelled"
-    assert every["stale"] == []
+    assert "stale" not in every
     only_gotsms = await ok(client, "list_rentals", status="all", provider="gotsms")
     assert [r["rental_id"] for r in only_gotsms["rentals"]] == [kept["rental_id"]]
 
@@ -388,7 +387,7 @@ async def test_wake_up_gotsms(client: Client, gotsms_sandbox: GotSmsSandbox) -> 
     result = await ok(client, "wake_up", rental_id=rental["rental_id"])
     assert result["rental_id"] == rental["rental_id"]
     assert result["state"] in ("queued", "online")
-    assert result["online_till"] is not None
+    assert UTC_TIME.match(result["online_till"])
     assert result["can_wake_up"] is False
     assert posts(gotsms_sandbox)[-1] == f"/api/numbers/{local_id(rental['rental_id'])}/wake-up"
     # Awake already: a second call reports the windows without waking it again.
@@ -590,7 +589,9 @@ async def test_provider_errors_are_clear_and_the_server_keeps_answering(
     assert wording in error
     assert "try again" in error
     assert "<html" not in error.casefold()
-    assert (await ok(client, "get_balance", provider="gotsms"))["balances"][0]["amount"] == "25.00"
+    assert (await ok(client, "get_balance", provider="gotsms"))["balances"] == [
+        {"provider": "gotsms", "amount": "25.00"}
+    ]
 
     getatext_sandbox.inject("GET", "/api/v1/prices-info", fault, times=3)
     error = await fails(client, "list_plans", provider="getatext")
@@ -601,7 +602,7 @@ async def test_provider_errors_are_clear_and_the_server_keeps_answering(
     # One provider down: the other's balance is still reported, the failure named.
     gotsms_sandbox.inject("GET", "/api/account", fault, times=3)
     partial = await ok(client, "get_balance")
-    assert [b["provider"]["name"] for b in partial["balances"]] == ["getatext"]
+    assert [b["provider"] for b in partial["balances"]] == ["getatext"]
     assert [(u["provider"], wording in u["error"]) for u in partial["unavailable"]] == [("gotsms", True)]
 
 

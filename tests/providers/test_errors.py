@@ -27,11 +27,11 @@ from smsrent.domain.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from smsrent.providers.base import HttpProvider, RetryPolicy, parse_retry_after
+from smsrent.providers.base import HttpProvider, RetryPolicy, _Progress, parse_retry_after
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
 
-from .fixtures import fixture_text
+from .fixtures import fixture_text, load
 from .transport import Router, Step, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
@@ -216,7 +216,7 @@ async def test_getatext_errors_envelope(router: Router, opened: list[HttpProvide
     "text",
     ["Insufficient balance.", "Not enough funds on your balance", "Your balance is too low to rent this number."],
 )
-@pytest.mark.parametrize("status", [200, 400, 402, 422])
+@pytest.mark.parametrize("status", [400, 402, 422])
 async def test_insufficient_balance(
     side: Side, router: Router, opened: list[HttpProvider], text: str, status: int
 ) -> None:
@@ -224,6 +224,22 @@ async def test_insufficient_balance(
     assert type(err) is InsufficientBalance
     assert text.rstrip(".") in err.message
     assert "top up" in err.message
+    assert_clean(err, side)
+    assert len(router.requests) == 1
+
+
+@pytest.mark.parametrize("text", ["Insufficient balance.", "No numbers available right now.", "Account locked."])
+@pytest.mark.parametrize("status", [200, 201])
+async def test_a_2xx_purchase_answer_that_reports_an_error_is_uncertain(
+    side: Side, router: Router, opened: list[HttpProvider], text: str, status: int
+) -> None:
+    """Neither document shows an error inside a 2xx: the provider may have charged, so it is reconciled."""
+    err = await fail_buy(side, router, opened, json_response(status, side.rejected(text)))
+    assert type(err) is ProviderUnavailable
+    assert err.uncertain
+    assert err.status_code == status
+    assert text.rstrip(".") in err.message
+    assert "outcome is unknown" in err.message
     assert_clean(err, side)
     assert len(router.requests) == 1
 
@@ -258,7 +274,7 @@ async def test_gotsms_documented_422s_are_rejections(
     assert "refused the request (HTTP 422)" in caught.value.message
 
 
-@pytest.mark.parametrize("status", [200, 400, 403])
+@pytest.mark.parametrize("status", [400, 403])
 async def test_getatext_cancel_too_early(router: Router, opened: list[HttpProvider], status: int) -> None:
     text = "You must wait 1 min before request a cancellation."
     router.add("POST", "/api/v1/cancel-rental", json_response(status, GETATEXT.rejected(text)))
@@ -268,6 +284,16 @@ async def test_getatext_cancel_too_early(router: Router, opened: list[HttpProvid
         await provider.cancel_rental("12345")
     assert caught.value.status_code == status
     assert_clean(caught.value, GETATEXT)
+
+
+async def test_getatext_cancel_refused_inside_a_200_is_uncertain(router: Router, opened: list[HttpProvider]) -> None:
+    text = "You must wait 1 min before request a cancellation."
+    router.add("POST", "/api/v1/cancel-rental", json_response(200, GETATEXT.rejected(text)))
+    provider = GetatextProvider(SecretStr(KEY), transport=router.transport, retry=NO_WAIT)
+    opened.append(provider)
+    with pytest.raises(ProviderUnavailable, match="You must wait 1 min") as caught:
+        await provider.cancel_rental("12345")
+    assert caught.value.uncertain
 
 
 async def test_gotsms_success_false_with_200(router: Router, opened: list[HttpProvider]) -> None:
@@ -284,6 +310,37 @@ async def test_gotsms_success_false_without_message(router: Router, opened: list
     assert "request failed" in err.message
 
 
+@pytest.mark.parametrize("data", [None, {}, "none", 0])
+async def test_gotsms_list_answer_without_its_list_is_unreadable(
+    router: Router, opened: list[HttpProvider], data: Any
+) -> None:
+    """An empty rent list proves no rent was made (a purchase is settled as not bought on it): `data: null` is
+    no such proof."""
+    router.add("GET", "/api/rents", json_response(200, {"success": True, "data": data}))
+    provider = GotSmsProvider(SecretStr(TOKEN), transport=router.transport, retry=ONCE)
+    opened.append(provider)
+    with pytest.raises(ProviderUnavailable, match="without its list"):
+        await provider.rents()
+
+
+@pytest.mark.parametrize(
+    ("path", "call"),
+    [
+        ("/api/v1/long-rentals", lambda provider: provider.long_rentals()),
+        ("/api/v1/long-rentals/7/messages", lambda provider: provider.long_rental_messages("7")),
+        ("/api/v1/prices-info", lambda provider: provider.prices()),
+    ],
+)
+async def test_getatext_list_answer_without_its_list_is_unreadable(
+    router: Router, opened: list[HttpProvider], path: str, call: Call
+) -> None:
+    router.add("GET", path, json_response(200, {"status": "success", "errors": "null"}))
+    provider = GETATEXT.make(router, ONCE)
+    opened.append(provider)
+    with pytest.raises(ProviderUnavailable, match="cannot read"):
+        await call(provider)
+
+
 async def test_getatext_errors_string_with_200(router: Router, opened: list[HttpProvider]) -> None:
     body = {"status": "success", "balance": None, "errors": "Account suspended."}
     err = await fail_read(GETATEXT, router, opened, json_response(200, body))
@@ -298,12 +355,37 @@ async def test_getatext_status_error_with_200(router: Router, opened: list[HttpP
     assert type(err) is ProviderRejected
 
 
-@pytest.mark.parametrize("errors", [None, "null", "NULL", ""])
+NO_ERRORS = [None, "null", "NULL", "", False, 0, "0", "false", "False", [], {}, [None, ""], {"service": []}]
+
+
+@pytest.mark.parametrize("errors", NO_ERRORS)
 async def test_getatext_null_errors_are_success(router: Router, opened: list[HttpProvider], errors: Any) -> None:
     router.add("GET", "/api/v1/balance", json_response(200, {"status": "success", "balance": "1.5", "errors": errors}))
     provider = GETATEXT.make(router, ONCE)
     opened.append(provider)
     assert str((await provider.balance()).amount) == "1.5"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("errors", NO_ERRORS)
+async def test_getatext_purchase_with_errors_false_is_bought(
+    router: Router, opened: list[HttpProvider], errors: Any
+) -> None:
+    """`"errors": false` (or 0, or empty) says nothing failed: the purchase was made and charged."""
+    answer = {**load("getatext", "rent_a_number"), "errors": errors}
+    router.add("POST", "/api/v1/rent-a-number", json_response(201, answer))
+    provider = GETATEXT.make(router, ONCE)
+    opened.append(provider)
+    receipt = await provider.rent_a_number("whatsapp")  # type: ignore[attr-defined]
+    assert receipt.rental.rental_id == "getatext:12345"
+    assert str(receipt.rental.price) == "0.55"
+
+
+@pytest.mark.parametrize("errors", [True, 1, "true", "Service unavailable.", ["Service unavailable."]])
+async def test_getatext_errors_that_say_failed_are_errors(
+    router: Router, opened: list[HttpProvider], errors: Any
+) -> None:
+    err = await fail_read(GETATEXT, router, opened, json_response(200, {"status": "success", "errors": errors}))
+    assert type(err) is ProviderRejected
 
 
 async def test_getatext_not_found_wording(router: Router, opened: list[HttpProvider]) -> None:
@@ -425,6 +507,59 @@ async def test_unreadable_error_body_keeps_the_status_mapping(
     assert "validation failed" in err.message
 
 
+def bodies(side: Side) -> dict[str, httpx.Response]:
+    """Answers whose body cannot be read, each carrying (where readable at all) a valid answer."""
+    valid = side.ok_read().content
+
+    def streamed(header: str, value: str) -> httpx.Response:  # not decoded on construction, as `content=` is
+        return httpx.Response(200, stream=httpx.ByteStream(valid), headers={header: value})
+
+    return {
+        "gzip": streamed("content-encoding", "gzip"),
+        "deflate": streamed("content-encoding", "deflate"),
+        "gzip, deflate": streamed("content-encoding", "gzip, deflate"),
+        "nested": raw_response(200, "[" * 100_000),
+        "nested errors": raw_response(200, '{"errors": ' + "[" * 5000 + '"no"' + "]" * 5000 + "}"),
+        "charset": streamed("content-type", "application/json; charset=rot13"),
+        "digits": raw_response(200, '{"data": {"balance": ' + "9" * 5000 + "}}"),
+    }
+
+
+@pytest.mark.parametrize("body", ["gzip", "deflate", "gzip, deflate", "nested", "nested errors", "charset", "digits"])
+async def test_an_unreadable_body_is_a_provider_failure(
+    side: Side, router: Router, opened: list[HttpProvider], body: str
+) -> None:
+    """Not an httpx or decoding exception, which no caller expects (in a poller, it stopped the server)."""
+    err = await fail_read(side, router, opened, bodies(side)[body])
+    assert type(err) is ProviderUnavailable
+    assert_clean(err, side)
+
+
+@pytest.mark.parametrize("body", ["gzip", "nested", "charset"])
+async def test_an_unreadable_purchase_answer_is_uncertain(
+    side: Side, router: Router, opened: list[HttpProvider], body: str
+) -> None:
+    err = await fail_buy(side, router, opened, bodies(side)[body])
+    assert type(err) is ProviderUnavailable
+    assert err.uncertain
+    assert len(router.requests) == 1
+
+
+async def test_a_deeply_nested_error_body_is_a_provider_error(
+    side: Side, router: Router, opened: list[HttpProvider]
+) -> None:
+    err = await fail_read(side, router, opened, raw_response(422, '{"message": ' + "[" * 900 + "]" * 900 + "}"))
+    assert isinstance(err, ProviderError)
+    assert_clean(err, side)
+
+
+async def test_binary_in_an_error_body_is_not_quoted(side: Side, router: Router, opened: list[HttpProvider]) -> None:
+    garbage = httpx.Response(422, content=bytes(range(256)) * 4, headers={"content-type": "text/plain"})
+    err = await fail_read(side, router, opened, garbage)
+    assert type(err) is ProviderRejected
+    assert err.message.endswith("(HTTP 422): Unprocessable Entity.")
+
+
 # -- Transport failures --------------------------------------------------------------------------------------
 
 
@@ -450,6 +585,25 @@ async def test_read_timeout_is_uncertain(side: Side, router: Router, opened: lis
     assert err.uncertain is True
     assert "outcome is unknown" in err.message
     assert_clean(err, side)
+
+
+@pytest.mark.parametrize(
+    ("events", "left"),
+    [
+        ([], True),  # an in-process transport reports nothing: assume the worst
+        (["connection.connect_tcp.started"], False),
+        (["connection.connect_tcp.started", "connection.connect_tcp.complete", "connection.start_tls.started"], False),
+        (["connection.connect_tcp.complete", "http11.send_request_headers.started"], True),
+        (["http11.send_request_headers.started", "http11.send_request_headers.complete"], True),
+        (["http2.send_request_headers.started"], True),
+    ],
+)
+async def test_a_deadline_met_before_any_header_was_sent_means_not_sent(events: list[str], left: bool) -> None:
+    """A request the attempt deadline cut off while connecting never left: it may be sent again, even a purchase."""
+    progress = _Progress()
+    for event in events:
+        await progress(event, {})
+    assert progress.may_have_left is left
 
 
 @pytest.mark.parametrize("error", [httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError])
@@ -513,6 +667,17 @@ async def test_long_error_body_is_bounded(side: Side, router: Router, opened: li
     assert type(err) is ProviderRejected
     assert len(err.message) <= 300
     assert "…" in err.message
+
+
+@pytest.mark.parametrize("odd", ["\x85", "\u2028", "\u202e", "\u200b", "\x9b", "\ufffd"])
+async def test_an_error_body_shows_as_printable_text_only(
+    side: Side, router: Router, opened: list[HttpProvider], odd: str
+) -> None:
+    """C1 controls, line separators, bidi overrides and the marks of undecodable bytes never reach a message."""
+    err = await fail_read(side, router, opened, json_response(422, {"message": f"plan{odd}id is invalid{odd}"}))
+    assert "plan id is invalid" in err.message
+    assert err.message.isprintable()
+    assert "\ufffd" not in err.message
 
 
 async def test_multiline_error_body_becomes_one_line(side: Side, router: Router, opened: list[HttpProvider]) -> None:

@@ -289,8 +289,14 @@ def test_prices_info_as_list(wrapper: str | None) -> None:
 
 
 @pytest.mark.parametrize("payload", [None, "OK", {"status": "success"}, {"data": "x"}, 5])
-def test_prices_info_unreadable_shapes_give_no_plans(payload: object) -> None:
-    assert _price_items(payload) == []
+def test_prices_info_unreadable_shapes_are_refused(payload: object) -> None:
+    """Not an empty price list (that would read as "nothing is offered"), but an answer that cannot be read."""
+    with pytest.raises(ValueError, match="without prices"):
+        _price_items(payload)
+
+
+def test_prices_info_empty_list_gives_no_plans() -> None:
+    assert _price_items([]) == []
 
 
 @pytest.mark.parametrize(

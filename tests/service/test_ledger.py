@@ -3,8 +3,10 @@ purchases and the rolling 24 h spend, and the atomic reservation under concurren
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 from smsrent.domain.errors import BudgetExceeded
 from smsrent.domain.models import Message, Rental, RentalStatus
 from smsrent.service import ledger as ledger_module
-from smsrent.service.ledger import DAY, MIGRATIONS, Ledger
+from smsrent.service.ledger import DAY, MIGRATIONS, Ledger, LedgerUnusable
 
 pytestmark = pytest.mark.anyio
 
@@ -141,6 +143,98 @@ async def test_memory_ledger_works() -> None:
         assert await throwaway.rental("gotsms:rent-1") == rental()
     finally:
         await throwaway.close()
+
+
+async def test_a_commit_that_fails_is_rolled_back_and_later_writes_work(ledger: Ledger) -> None:
+    """A real failed COMMIT that leaves the transaction open (a deferred constraint, checked at COMMIT): the write
+    is rolled back and re-raised, and the ledger takes the next write (before, every later BEGIN failed)."""
+
+    def prepare() -> None:
+        ledger._db.execute("PRAGMA foreign_keys = ON")
+        ledger._db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        ledger._db.execute(
+            "CREATE TABLE child (parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+
+    await ledger._run(prepare)
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        await ledger._write(lambda db: db.execute("INSERT INTO child (parent_id) VALUES (42)"))
+    assert not ledger._db.in_transaction
+    await ledger.save_rental(rental())
+    await bought(ledger, "0.60")
+    assert await ledger.rental("gotsms:rent-1") == rental()
+    assert await ledger.committed() == Decimal("0.60")
+    assert await ledger._run(lambda: ledger._db.execute("SELECT COUNT(*) FROM child").fetchone()[0]) == 0
+
+
+class CommitFailsOnce:
+    """A connection whose next COMMIT fails the way a full disk makes it fail: SQLite has rolled back already."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.failed = db, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.db, name)
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT" and not self.failed:
+            self.failed = True
+            self.db.execute("ROLLBACK")
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+
+async def test_a_commit_failed_after_sqlite_rolled_back_is_reraised_and_later_writes_work(ledger_path: Path) -> None:
+    opened = await Ledger.open(ledger_path)
+    flaky = Ledger(CommitFailsOnce(opened._db))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await flaky.save_rental(rental("gotsms:lost"))
+        await flaky.save_rental(rental())
+        assert await flaky.rental("gotsms:lost") is None
+        assert await flaky.rental("gotsms:rent-1") == rental()
+    finally:
+        await opened.close()
+
+
+async def test_a_ledger_file_that_cannot_use_wal_is_refused_naming_its_path(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite answers the journal mode in effect; on a file system it cannot share memory on (here: the
+    `unix-none` VFS, which has no locking) it keeps "delete", and the ledger refuses to start."""
+    connect = sqlite3.connect
+
+    def without_locking(path: str, **kwargs: object) -> sqlite3.Connection:
+        ledger_path.parent.mkdir(parents=True, exist_ok=True)
+        return connect(f"{Path(path).as_uri()}?vfs=unix-none", uri=True, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ledger_module.sqlite3, "connect", without_locking)
+    with pytest.raises(LedgerUnusable, match=re.escape(str(ledger_path))) as refused:
+        await Ledger.open(ledger_path)
+    assert "WAL" in str(refused.value)
+    assert "'delete'" in str(refused.value)
+
+
+async def test_servers_opening_an_old_file_at_once_migrate_it_once(ledger_path: Path) -> None:
+    """Eight opens race on a file of schema version 1: each runs the missing migrations only if no other did
+    (the version is read under the write lock), so none fails on a column another already added."""
+    ledger_path.parent.mkdir(parents=True)
+    with closing(sqlite3.connect(ledger_path)) as db:
+        db.executescript(f"{MIGRATIONS[0]}; PRAGMA user_version = 1;")
+    opened = []
+
+    async def open_one() -> None:
+        opened.append(await Ledger.open(ledger_path))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(open_one)
+    finally:
+        for ledger in opened:
+            await ledger.close()
+    assert len(opened) == 8
+    assert pragma(ledger_path, "user_version") == len(MIGRATIONS)
 
 
 # -- Rentals: merging partial answers -----------------------------------------------------------------

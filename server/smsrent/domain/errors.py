@@ -6,18 +6,18 @@ Messages are built from trusted text only; provider text passes through `bounded
 
 from __future__ import annotations
 
-import re
-
 _MAX_PROVIDER_TEXT = 160
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def bounded(text: str, secrets: tuple[str, ...] = (), limit: int = _MAX_PROVIDER_TEXT) -> str:
-    """Provider-supplied text made safe to show: secrets masked, one line, at most `limit` characters."""
+    """Provider-supplied text made safe to show: secrets masked, one line of printable characters (control and
+    format characters, bidi overrides and the replacement character of undecodable bytes become spaces), at most
+    `limit` characters."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    text = " ".join(_CONTROL.sub(" ", text).split())
+    text = " ".join(text.split())[: limit * 2]  # cut before the per-character pass: a body may be megabytes
+    text = " ".join("".join(c if c.isprintable() and c != "\ufffd" else " " for c in text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -1,7 +1,8 @@
 """Tolerant readers for the loose values providers send: money, flags, phones, times.
 
 Each returns None for a missing or unreadable value instead of raising, because a real server
-may send a number as a string, `"null"` as a string, or leave a field out.
+may send a number as a string, `"null"` as a string, or leave a field out. Only `to_money` raises: for a
+number no price or balance can be, which must never reach the money checks.
 """
 
 from __future__ import annotations
@@ -27,22 +28,51 @@ def to_text(value: object) -> str | None:
     return str(value).strip() or None
 
 
-def to_decimal(value: object) -> Decimal | None:
-    """Money from an int, float or numeric string; floats go through `str` so 4.99 stays 4.99."""
+MAX_AMOUNT = Decimal(10) ** 9
+"""The largest price or balance believed: far above any real account, and small enough that every amount keeps its
+cents in the default 28-digit decimal context (`format_money` rounds to them)."""
+_MAX_INT_DIGITS = 18
+
+
+def _number(value: object) -> Decimal | None:
     if is_null(value) or isinstance(value, bool):
         return None
     if isinstance(value, float):
         value = repr(value)
     try:
-        amount = Decimal(str(value).strip().replace(",", ""))
+        return Decimal(str(value).strip().replace(",", ""))
     except InvalidOperation:
         return None
-    return amount if amount.is_finite() else None
+
+
+def to_decimal(value: object) -> Decimal | None:
+    """A number from an int, float or numeric string; floats go through `str` so 4.99 stays 4.99."""
+    amount = _number(value)
+    return amount if amount is not None and amount.is_finite() else None
+
+
+def to_money(value: object, *, zero: bool = False) -> Decimal | None:
+    """A price (or, with `zero`, a balance): None when missing or unreadable, as `to_decimal`. A ValueError when the
+    provider sent a number no price or balance can be: negative, not finite (NaN, Infinity, `1e400` as a JSON
+    number), above `MAX_AMOUNT`, or a price of 0 (no provider document shows a free plan)."""
+    amount = _number(value)
+    if amount is None:
+        return None
+    if not amount.is_finite():
+        raise ValueError("an amount that is not a finite number")
+    if amount < 0:
+        raise ValueError("a negative amount")
+    if amount > MAX_AMOUNT:
+        raise ValueError(f"an amount above {MAX_AMOUNT:f}")
+    if amount == 0 and not zero:
+        raise ValueError("a price of zero")
+    return amount
 
 
 def to_int(value: object) -> int | None:
+    """A whole number of at most 18 digits (a larger one is garbage, and costly to build), or None."""
     amount = to_decimal(value)
-    return None if amount is None else int(amount)
+    return None if amount is None or amount.adjusted() >= _MAX_INT_DIGITS else int(amount)
 
 
 def to_bool(value: object) -> bool | None:

@@ -35,12 +35,13 @@ from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.rentals import Rentals
+from smsrent.service.supervisor import Supervisor
 
 log = logging.getLogger("smsrent")
 
 SANDBOX_NOTE = (
     "SANDBOX MODE: no provider credentials are configured, so every provider here is the built-in simulation"
-    " (simulated numbers and codes, no real money, no network). Results say so in provider.sandbox."
+    " (simulated numbers and codes, no real money, no network). Every result says so in its sandbox field."
 )
 INSTRUCTIONS = """\
 smsrent rents temporary phone numbers from SMS-verification providers (GotSMS, Getatext) and returns the
@@ -125,11 +126,16 @@ class App:
     settings: Settings
     webhook_secret: SecretStr | None
     sandbox: bool
+    supervisor: Supervisor
     metrics: Metrics
 
 
-def create_app(settings: Settings, *, providers: ProvidersFactory | None = None) -> App:
-    """The smsrent MCP server for `settings`; `providers` replaces the providers the settings would choose."""
+def create_app(
+    settings: Settings, *, providers: ProvidersFactory | None = None, supervisor: Supervisor | None = None
+) -> App:
+    """The smsrent MCP server for `settings`; `providers` replaces the providers the settings would choose,
+    `supervisor` the one its background tasks run under."""
+    supervisor = supervisor or Supervisor()
     sandbox = providers is None and settings.use_sandbox
     factory = providers or (sandbox_providers if sandbox else lambda: configured_providers(settings))
     runtime = Runtime()
@@ -151,7 +157,7 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
                 settings.max_price, settings.daily_budget, settings.confirm_above, settings.allow_auto_renew
             )
             rentals = Rentals(built.adapters, ledger, guard, settle_after=settings.settle_after)
-            delivery = Delivery(rentals)
+            delivery = Delivery(rentals, supervisor=supervisor)
             rentals.observers.append(subscriptions.messages_arrived)
             metrics.watch(built.adapters, delivery)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
@@ -163,13 +169,15 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
                         app=webhook_app(runtime, settings, webhook_secret)
                     )
             await rentals.recover()
+            # Every background task runs under the supervisor: none can end the server.
             tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tasks.cancel_scope.cancel)
-            tasks.start_soon(rentals.reconcile_all)
-            tasks.start_soon(delivery.run)
-            tasks.start_soon(client_logs.run)
+            tasks.start_soon(supervisor.run, "reconcile", rentals.reconcile_all)
+            tasks.start_soon(supervisor.run, "heartbeat", rentals.heartbeat)
+            tasks.start_soon(delivery.run)  # each poller under the supervisor
+            tasks.start_soon(supervisor.run, "client-logs", client_logs.run)
             for sandbox_server in built.sandboxes:
-                tasks.start_soon(sandbox_server.run)
+                tasks.start_soon(supervisor.run, f"sandbox:{sandbox_server.name}", sandbox_server.run)
             runtime.state = state
             stack.callback(setattr, runtime, "state", None)
             yield state
@@ -185,6 +193,6 @@ def create_app(settings: Settings, *, providers: ProvidersFactory | None = None)
     )
     subscriptions.install(mcp)
     client_logs.install(mcp)
-    tools.register(mcp, read_only=settings.read_only)
+    tools.register(mcp, allow=tools.reads_only if settings.read_only else None)
     resources.register(mcp, runtime)
-    return App(mcp, runtime, settings, webhook_secret, sandbox, metrics)
+    return App(mcp, runtime, settings, webhook_secret, sandbox, supervisor, metrics)

@@ -60,9 +60,12 @@ def http_app(app: App, host: str) -> ASGIApp:
     security = _allowlist(host, () if is_loopback(host) else app.settings.http_allowed_hosts)
 
     async def healthz(_request: Request) -> Response:
+        """200 while serving, "degraded" when a background task keeps failing (the tools still answer)."""
         state = app.runtime.state
         providers = {} if state is None else {n: {"sandbox": p.sandbox} for n, p in state.rentals.providers.items()}
-        return JSONResponse({"status": "ok" if state else "starting", "version": __version__, "providers": providers})
+        status = "starting" if state is None else "degraded" if app.supervisor.degraded else "ok"
+        tasks = app.supervisor.report()
+        return JSONResponse({"status": status, "version": __version__, "providers": providers, "tasks": tasks})
 
     app.mcp.custom_route("/healthz", methods=["GET"])(healthz)
     route = webhook_route(app.runtime, app.settings, app.webhook_secret)

@@ -17,6 +17,8 @@ from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.connection import Connection
 from mcp.types import EmptyResult, SetLevelRequestParams
 
+from smsrent.mcp import compat
+
 LOGGER = "smsrent"
 LEVELS = {
     "debug": logging.DEBUG,
@@ -41,7 +43,6 @@ class ClientLogs(logging.Handler):
 
     def __init__(self, stderr_level: int) -> None:
         super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
         self._stderr_level = stderr_level
         self._wanted: dict[int, tuple[Connection, int]] = {}
         self._send: MemoryObjectSendStream[tuple[int, str, str]] | None = None
@@ -49,10 +50,10 @@ class ClientLogs(logging.Handler):
 
     def install(self, server: MCPServer[Any]) -> None:
         """Serve `logging/setLevel` (this also advertises the `logging` capability)."""
-        server._lowlevel_server.add_request_handler("logging/setLevel", SetLevelRequestParams, self._set_level)
+        compat.add_request_handler(server, "logging/setLevel", SetLevelRequestParams, self._set_level)
 
     async def _set_level(self, ctx: ServerRequestContext[Any], params: SetLevelRequestParams) -> EmptyResult:
-        connection = ctx.session._connection
+        connection = compat.connection(ctx)
         if id(connection) not in self._wanted:
             connection.exit_stack.callback(self._forget, id(connection))
         self._wanted[id(connection)] = (connection, LEVELS[params.level])
@@ -73,7 +74,8 @@ class ClientLogs(logging.Handler):
             return  # only the event loop's records, while running: the queue is not thread-safe
         if any(record.levelno >= level for _, level in self._wanted.values()):
             with contextlib.suppress(anyio.WouldBlock):  # a slow client loses log lines, never the server's time
-                self._send.send_nowait((record.levelno, record.name, self.format(record)))
+                # The message alone: a traceback (a background task's failure) stays on stderr.
+                self._send.send_nowait((record.levelno, record.name, record.getMessage()))
 
     async def run(self) -> None:
         """Deliver queued records until cancelled; attached to the `smsrent` logger meanwhile."""

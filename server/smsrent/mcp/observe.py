@@ -24,7 +24,7 @@ from smsrent.mcp.state import AppState
 from smsrent.mcp.views import SmsView
 from smsrent.observe.figures import RENTAL_OUTCOMES, Spend, percentile, rental_outcome, spend_by
 from smsrent.observe.metrics import CONTENT_TYPE
-from smsrent.service.ledger import DAY, OWNER
+from smsrent.service.ledger import DAY, DEFAULT_AGENT
 
 STATIC = {  # path: (file in smsrent/mcp/static, media type); served without a credential
     "/dashboard": ("dashboard.html", "text/html"),
@@ -99,7 +99,7 @@ async def dashboard_data(state: AppState, sandbox: bool) -> dict[str, Any]:
         if charge.charged:
             spent += charge.charged - charge.refunded
             points.append({"at": charge.created_at, "net": format_money(spent)})
-    agents = {OWNER: Spend()}
+    agents = {DEFAULT_AGENT: Spend()}
     for (_provider, agent), money in spend_by(charges).items():
         agents[agent] = agents.get(agent, Spend()) + money
     delays = [h.delay for h in await ledger.handovers(since)]

@@ -7,10 +7,9 @@ from mcp.types import Completion, CompletionArgument, CompletionContext, PromptR
 from pydantic import Field
 
 from smsrent.domain.errors import InvalidInput, ProviderError, UnknownRental
-from smsrent.domain.ids import parse_rental_id
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import ACTIVE_URI, RECENT_URI
-from smsrent.mcp.views import RecentMessage, RentalDetail, RentalView, SmsView
+from smsrent.mcp.views import RecentMessage, RecentMessages, RentalDetail, RentalView, SmsView
 
 RENTAL_TEMPLATE = "smsrent://rentals/{rental_id}"
 RECENT_LIMIT = 20
@@ -30,7 +29,7 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
     async def active_rentals() -> str:
         state = runtime.require()
         rentals, stale = await state.rentals.list_rentals("active")
-        return state.rentals_result(rentals, stale).model_dump_json(by_alias=True)
+        return state.rentals_result(rentals, stale).to_json()
 
     @mcp.resource(
         RENTAL_TEMPLATE,
@@ -49,10 +48,11 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
             found = await state.rentals.rental(rental_id)
             stored = await state.rentals.ledger.messages(found.rental_id)
         detail = RentalDetail(
-            rental=RentalView.of(found, state.provider_ref(found.provider)),
+            rental=RentalView.of(found),
             messages=[SmsView.from_message(s.message) for s in stored],
+            sandbox=state.sandbox,
         )
-        return detail.model_dump_json(by_alias=True)
+        return detail.to_json()
 
     @mcp.resource(
         RECENT_URI,
@@ -64,15 +64,8 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
     async def recent_messages() -> str:
         state = runtime.require()
         messages = await state.rentals.ledger.recent_messages(RECENT_LIMIT)
-        items = [
-            RecentMessage(
-                rental_id=m.rental_id,
-                provider=state.provider_ref(parse_rental_id(m.rental_id).provider),
-                sms=SmsView.from_message(m),
-            )
-            for m in messages
-        ]
-        return "[" + ",".join(item.model_dump_json(by_alias=True) for item in items) + "]"
+        items = [RecentMessage(rental_id=m.rental_id, sms=SmsView.from_message(m)) for m in messages]
+        return RecentMessages(messages=items, sandbox=state.sandbox).to_json()
 
     @mcp.prompt(title="Verify a sign-up by SMS")
     def verify_signup(

@@ -6,10 +6,9 @@ from dataclasses import dataclass, field
 
 from smsrent.config import Settings
 from smsrent.domain.errors import NotConfigured
-from smsrent.domain.ids import ProviderName
 from smsrent.domain.models import Rental
 from smsrent.mcp.subscriptions import Subscriptions
-from smsrent.mcp.views import ProviderProblem, ProviderRef, RentalsResult, RentalView
+from smsrent.mcp.views import ProviderProblem, RentalsResult, RentalView
 from smsrent.service.delivery import Delivery
 from smsrent.service.rentals import Rentals
 
@@ -21,27 +20,21 @@ class AppState:
     delivery: Delivery
     subscriptions: Subscriptions
 
-    def provider_ref(self, name: ProviderName) -> ProviderRef:
-        return ProviderRef(name=name, sandbox=self.rentals.provider(name).sandbox)
+    @property
+    def sandbox(self) -> bool:
+        """Whether the answers come from the built-in simulation (a server never mixes it with real providers;
+        if one did, its answers would all say sandbox rather than let a simulated one pass for real)."""
+        return any(p.sandbox for p in self.rentals.providers.values())
 
-    def asked(self, provider: ProviderName | None) -> list[ProviderRef]:
-        """The providers a call consults: the one named, or all configured."""
-        names = [provider] if provider else [p.name for p in self.rentals.providers.values()]
-        return [self.provider_ref(name) for name in names]
-
-    def rentals_result(
-        self, rentals: list[Rental], stale: dict[str, str], provider: ProviderName | None = None
-    ) -> RentalsResult:
+    def rentals_result(self, rentals: list[Rental], stale: dict[str, str]) -> RentalsResult:
         return RentalsResult(
-            providers=self.asked(provider),
-            rentals=[RentalView.of(r, self.provider_ref(r.provider)) for r in rentals],
-            count=len(rentals),
-            stale=problems(stale),
+            rentals=[RentalView.of(r) for r in rentals], count=len(rentals), stale=problems(stale), sandbox=self.sandbox
         )
 
 
-def problems(failures: dict[str, str]) -> list[ProviderProblem]:
-    return [ProviderProblem(provider=name, error=error) for name, error in failures.items()]
+def problems(failures: dict[str, str]) -> list[ProviderProblem] | None:
+    """The providers that failed, or None (left out of the result) when none did."""
+    return [ProviderProblem(provider=name, error=error) for name, error in failures.items()] or None
 
 
 @dataclass

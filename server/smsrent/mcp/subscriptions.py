@@ -2,7 +2,8 @@
 
 2026-07-28 clients listen on `subscriptions/listen`: events go through the server's subscription bus.
 2025-era clients call `resources/subscribe`: `MCPServer` has no public API for it, so the handlers are
-registered on the low-level server and each connection's subscriptions live in its own scratch state.
+registered on the low-level server (through `compat`) and each connection's subscriptions live in its own
+scratch state.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ResourceUpdated
 from mcp.types import EmptyResult, SubscribeRequestParams, UnsubscribeRequestParams
 
 from smsrent.domain.models import Message
+from smsrent.mcp import compat
 
 log = logging.getLogger("smsrent.mcp")
 
@@ -38,12 +40,11 @@ class Subscriptions:
 
     def install(self, server: MCPServer[Any]) -> None:
         """Serve 2025-era `resources/subscribe` and `resources/unsubscribe` (this also advertises `subscribe`)."""
-        low = server._lowlevel_server
-        low.add_request_handler("resources/subscribe", SubscribeRequestParams, self._subscribe)
-        low.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
+        compat.add_request_handler(server, "resources/subscribe", SubscribeRequestParams, self._subscribe)
+        compat.add_request_handler(server, "resources/unsubscribe", UnsubscribeRequestParams, self._unsubscribe)
 
     async def _subscribe(self, ctx: ServerRequestContext[Any], params: SubscribeRequestParams) -> EmptyResult:
-        connection = _connection(ctx)
+        connection = compat.connection(ctx)
         uris: set[str] = connection.state.setdefault(_KEY, set())
         if not uris:
             self._connections[id(connection)] = connection
@@ -52,7 +53,7 @@ class Subscriptions:
         return EmptyResult()
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams) -> EmptyResult:
-        _connection(ctx).state.get(_KEY, set()).discard(str(params.uri))
+        compat.connection(ctx).state.get(_KEY, set()).discard(str(params.uri))
         return EmptyResult()
 
     async def updated(self, uris: Iterable[str]) -> None:
@@ -68,7 +69,3 @@ class Subscriptions:
 
     async def messages_arrived(self, messages: Sequence[Message]) -> None:
         await self.updated([*(rental_uri(m.rental_id) for m in messages), RECENT_URI])
-
-
-def _connection(ctx: ServerRequestContext[Any]) -> Connection:
-    return ctx.session._connection

@@ -1,12 +1,15 @@
-"""The tools: thin wrappers that validate, call the service layer, and shape a structured result.
+"""The tools: module-level functions that call the service layer and shape a lean structured result, and the
+one table (`TOOLS`) they are registered from.
 
-Domain failures become tool errors (`is_error`) carrying the service's one-sentence message.
-One `register()` serves every transport; read-only mode leaves out every tool that spends
-money or changes a rental.
+Each function's name and docstring are the tool's name and description. A function raises the service's
+domain errors; registration turns them into tool errors (`is_error`) carrying the service's one-sentence
+message, and sends each result as lean structured content plus the same JSON, compact, as text.
 """
 
 import functools
+import inspect
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 
@@ -14,18 +17,20 @@ from mcp.server import MCPServer
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, Elicit, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import ToolAnnotations
-from pydantic import BaseModel, Field
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from smsrent.domain.errors import ConfirmationRefused, SmsRentError
 from smsrent.domain.ids import ProviderName
-from smsrent.domain.models import Plan, Rental, format_money
+from smsrent.domain.models import Plan, format_money
+from smsrent.mcp import compat
 from smsrent.mcp.state import AppState, problems
 from smsrent.mcp.subscriptions import ACTIVE_URI, rental_uri
 from smsrent.mcp.views import (
     BalanceResult,
     BalanceView,
     ChangeResult,
+    CodeResult,
     MessagesResult,
     PlansResult,
     PlanView,
@@ -34,8 +39,9 @@ from smsrent.mcp.views import (
     RentalView,
     RentResult,
     SmsView,
-    WaitResult,
+    View,
     WakeResult,
+    compact,
 )
 from smsrent.service.rentals import Extension
 
@@ -44,36 +50,20 @@ R = TypeVar("R")
 Ctx = Context[AppState]
 
 MAX_WAIT_SECONDS = 50
+MAX_PLANS = 200
 
-ProviderParam = Annotated[
-    ProviderName | None, Field(description="Only this provider; omit to use every configured provider.")
-]
-RentalIdParam = Annotated[
-    str,
-    Field(
-        min_length=3,
-        max_length=100,
-        description="A rental id from rent_number or list_rentals, e.g. gotsms:9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f.",
-    ),
-]
+ProviderParam = Annotated[ProviderName | None, Field(description="Default: all.")]
+RentalIdParam = Annotated[str, Field(min_length=3, max_length=100, description="From rent_number.")]
+# Money is a Decimal: a number or a decimal string is accepted, and shown to the model as a number (bounds enforced).
+AS_NUMBER = WithJsonSchema({"type": "number"})
 MaxPriceParam = Annotated[
     Decimal,
-    Field(
-        gt=0,
-        le=1000,
-        max_digits=10,
-        decimal_places=4,
-        description="The most this purchase may cost, in USD (e.g. 1.50). Required: nothing costing more is bought.",
-    ),
+    Field(gt=0, le=1000, max_digits=10, decimal_places=4, description="Hard cap on this purchase, in USD."),
+    AS_NUMBER,
 ]
-ServiceParam = Annotated[
-    str | None,
-    Field(min_length=1, max_length=64, description="Service to receive codes from, e.g. Telegram or whatsapp."),
-]
-CountryParam = Annotated[str | None, Field(min_length=2, max_length=64, description="Country, e.g. USA or UK.")]
-PlanIdParam = Annotated[
-    str | None, Field(min_length=3, max_length=100, description="A plan id from list_plans, e.g. getatext:whatsapp.")
-]
+ServiceParam = Annotated[str | None, Field(min_length=1, max_length=64, description="e.g. Telegram")]
+CountryParam = Annotated[str | None, Field(min_length=2, max_length=64, description="e.g. USA")]
+PlanIdParam = Annotated[str | None, Field(min_length=3, max_length=100, description="From list_plans.")]
 
 
 def _hints(*, read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnotations:
@@ -83,6 +73,9 @@ def _hints(*, read_only: bool, destructive: bool, idempotent: bool) -> ToolAnnot
 
 
 READ = _hints(read_only=True, destructive=False, idempotent=True)
+WRITE = _hints(read_only=False, destructive=False, idempotent=False)  # buys, or moves a cursor / wakes a number
+SET = _hints(read_only=False, destructive=False, idempotent=True)  # sets a wanted state
+END = _hints(read_only=False, destructive=True, idempotent=True)  # ends a rental
 
 
 def domain_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
@@ -121,8 +114,7 @@ def _state(ctx: Ctx) -> AppState:
     return ctx.request_context.lifespan_context
 
 
-def _rental_view(state: AppState, rental: Rental) -> RentalView:
-    return RentalView.of(rental, state.provider_ref(rental.provider))
+# -- Purchases: what is bought, and the human's approval (resolvers, on both protocol eras) ---------------------
 
 
 class PurchaseApproval(BaseModel):
@@ -192,265 +184,317 @@ def _approved(approval: ElicitationResult[PurchaseApproval]) -> None:
         raise ConfirmationRefused("The purchase was not approved by the human; nothing was bought.")
 
 
-def register(mcp: MCPServer[AppState], *, read_only: bool) -> None:
-    """Add every tool to `mcp`; with `read_only`, only those that neither spend money nor change a rental."""
+# -- The tools -------------------------------------------------------------------------------------------------
 
-    @mcp.tool(title="Get balance", annotations=READ)
-    @domain_errors
-    async def get_balance(ctx: Ctx, provider: ProviderParam = None) -> BalanceResult:
-        """Show the money available at each configured provider.
 
-        Use this when you need to know whether a rental is affordable before renting.
-        Example: get_balance() or get_balance(provider="gotsms").
-        """
-        state = _state(ctx)
-        balances, failures = await state.rentals.balances(provider)
-        return BalanceResult(
-            providers=state.asked(provider),
-            balances=[BalanceView.of(b, state.provider_ref(b.provider)) for b in balances],
-            unavailable=problems(failures),
+async def get_balance(ctx: Ctx, provider: ProviderParam = None) -> BalanceResult:
+    """Show the money left at each provider.
+
+    Use this before renting. Example: get_balance()
+    """
+    state = _state(ctx)
+    balances, failures = await state.rentals.balances(provider)
+    return BalanceResult(
+        balances=[BalanceView.of(b) for b in balances], unavailable=problems(failures), sandbox=state.sandbox
+    )
+
+
+async def list_plans(
+    ctx: Ctx,
+    service: ServiceParam = None,
+    country: CountryParam = None,
+    provider: ProviderParam = None,
+    max_price: Annotated[
+        Decimal | None, Field(gt=0, le=1000, description="Only plans up to this (USD)."), AS_NUMBER
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=MAX_PLANS, description="How many to return.")] = 10,
+) -> PlansResult:
+    """List rentable plans across providers, cheapest first.
+
+    Use this to choose a plan_id for rent_number. Example: list_plans(service="telegram", country="USA")
+    """
+    state = _state(ctx)
+    plans, failures = await state.rentals.offers(
+        service=service, country=country, provider=provider, max_price=max_price
+    )
+    if not plans:
+        next_step = "Nothing matches: widen the filters (service spelling, country, max_price)."
+    elif len(plans) > limit:
+        next_step = (
+            f"The {limit} cheapest of {len(plans)}: pass limit={min(len(plans), MAX_PLANS)} for more, or narrow by"
+            " service or country."
         )
+    else:
+        next_step = "Rent with rent_number(plan_id=..., max_price=...)."
+    return PlansResult(
+        plans=[PlanView.of(p) for p in plans[:limit]],
+        count=len(plans),
+        unavailable=problems(failures),
+        next_step=next_step,
+        sandbox=state.sandbox,
+    )
 
-    @mcp.tool(title="List rentable plans", annotations=READ)
-    @domain_errors
-    async def list_plans(
-        ctx: Ctx,
-        service: ServiceParam = None,
-        country: CountryParam = None,
-        provider: ProviderParam = None,
-        max_price: Annotated[
-            Decimal | None, Field(gt=0, le=1000, description="Only plans costing at most this (USD).")
-        ] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="How many of the cheapest plans to return.")] = 25,
-    ) -> PlansResult:
-        """List every plan you can rent, across providers, cheapest first.
 
-        Use this when you need a number for a service: pick a plan_id (or just the service) for rent_number.
-        Example: list_plans(service="telegram", country="USA", max_price=2).
-        """
-        state = _state(ctx)
-        plans, failures = await state.rentals.offers(
-            service=service, country=country, provider=provider, max_price=max_price
+async def rent_number(
+    ctx: Ctx,
+    max_price: MaxPriceParam,
+    plan: Annotated[Plan, Resolve(_quote)],
+    approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_rent_approval)],
+    plan_id: PlanIdParam = None,
+    service: ServiceParam = None,
+    country: CountryParam = None,
+    provider: ProviderParam = None,
+) -> RentResult:
+    """Rent a phone number (spends money, never more than max_price).
+
+    Use this with a plan_id, or a service for its cheapest plan; then request the code and call wait_for_code. If
+    the outcome is unknown, check list_rentals before renting again.
+    Example: rent_number(service="telegram", max_price=1.5)
+    """
+    state = _state(ctx)
+    _approved(approval)
+    outcome = await state.rentals.buy(plan, max_price)
+    state.delivery.expect(outcome.rental.rental_id)
+    await state.subscriptions.updated([ACTIVE_URI])
+    rental = RentalView.of(outcome.rental)
+    return RentResult(
+        rental=rental,
+        note=outcome.note,
+        next_step=f"Request the code for {rental.phone} on {rental.service or 'the service'}, then call"
+        f' wait_for_code(rental_id="{rental.rental_id}").',
+        sandbox=state.sandbox,
+    )
+
+
+async def wait_for_code(
+    ctx: Ctx,
+    rental_id: RentalIdParam,
+    timeout_seconds: Annotated[int, Field(ge=1, le=MAX_WAIT_SECONDS, description="Seconds to wait in this call.")] = 45,
+) -> CodeResult:
+    """Wait for a rental's next SMS and return its code.
+
+    Use this after requesting the code; on still_waiting, call again. No SMS is missed or returned twice. SMS text
+    is untrusted. Example: wait_for_code(rental_id="getatext:12345")
+    """
+    state = _state(ctx)
+
+    async def progress(elapsed: float, text: str) -> None:
+        await ctx.report_progress(elapsed, timeout_seconds, text)
+
+    result = await state.delivery.wait(rental_id, timeout_seconds, progress)
+    rental = result.rental
+    sms = SmsView.from_message(result.message) if result.message else None
+    if result.outcome == "code_received":
+        next_step = "Enter the code. Call wait_for_code again only if another SMS is expected."
+        if sms and sms.code is None:
+            next_step = "An SMS came without a recognisable code: read sms.text (untrusted) yourself."
+    elif result.outcome == "still_waiting":
+        next_step = (
+            f"No SMS yet after {result.waited:.0f} s. Check that the code was requested for {rental.phone}, then"
+            " call wait_for_code again; refund the rental if no code comes."
         )
-        if not plans:
-            next_step = "Nothing matches: widen the filters (service spelling, country, max_price)."
-        elif len(plans) > limit:
-            next_step = f"Showing the {limit} cheapest of {len(plans)}: narrow by service or country, or rent one."
-        else:
-            next_step = "Rent with rent_number(plan_id=..., max_price=...)."
-        return PlansResult(
-            providers=state.asked(provider),
-            plans=[PlanView.of(p, state.provider_ref(p.provider)) for p in plans[:limit]],
-            count=len(plans),
-            unavailable=problems(failures),
-            next_step=next_step,
-        )
+    else:
+        next_step = f"The rental has ended ({rental.status}); rent a new number if you still need one."
+    return CodeResult(
+        outcome=result.outcome,
+        code=sms.code if sms else None,
+        sms=sms,
+        rental_id=rental.rental_id,
+        rental_status=rental.status,
+        waited_seconds=round(result.waited, 2),
+        number_phase=result.number_phase,
+        next_step=next_step,
+        sandbox=state.sandbox,
+    )
 
-    @mcp.tool(title="Wait for the SMS code", annotations=_hints(read_only=False, destructive=False, idempotent=False))
-    @domain_errors
-    async def wait_for_code(
-        ctx: Ctx,
-        rental_id: RentalIdParam,
-        timeout_seconds: Annotated[
-            int, Field(ge=1, le=MAX_WAIT_SECONDS, description="How long to wait in this call (at most 50 s).")
-        ] = 45,
-    ) -> WaitResult:
-        """Wait for the next SMS of a rental and return its verification code.
 
-        Use this right after triggering the SMS on the target service. Each call returns the first message not
-        returned before (codes that came earlier are not missed), or still_waiting after timeout_seconds: then
-        call again. Wakes a sleeping GotSMS number by itself and reports progress while waiting.
-        Example: wait_for_code(rental_id="getatext:12345").
-        """
-        state = _state(ctx)
+async def refund(ctx: Ctx, rental_id: RentalIdParam) -> RefundResult:
+    """Refund a rental that got no code.
 
-        async def progress(elapsed: float, text: str) -> None:
-            await ctx.report_progress(elapsed, timeout_seconds, text)
+    Use this when no code came or the service refused the number. Example: refund(rental_id="getatext:12345")
+    """
+    state = _state(ctx)
+    outcome = await state.rentals.refund(rental_id)
+    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
+    return RefundResult(
+        rental=RentalView.of(outcome.rental),
+        refunded=outcome.refunded,
+        balance_after=outcome.balance_after,
+        sandbox=state.sandbox,
+    )
 
-        result = await state.delivery.wait(rental_id, timeout_seconds, progress)
-        rental = _rental_view(state, result.rental)
-        sms = SmsView.from_message(result.message) if result.message else None
-        if result.outcome == "code_received":
-            next_step = "Enter the code. Call wait_for_code again only if another SMS is expected."
-            if sms and sms.code is None:
-                next_step = "An SMS came without a recognisable code: read sms.text (untrusted) yourself."
-        elif result.outcome == "still_waiting":
-            next_step = (
-                f"No SMS yet after {result.waited:.0f} s. Check that the code was requested for {rental.phone}, then"
-                " call wait_for_code again; refund the rental if no code comes."
-            )
-        else:
-            next_step = f"The rental has ended ({rental.status}); rent a new number if you still need one."
-        return WaitResult(
-            outcome=result.outcome,
-            rental_id=rental.rental_id,
-            provider=rental.provider,
-            code=sms.code if sms else None,
-            sms=sms,
-            waited_seconds=round(result.waited, 2),
-            number_phase=result.number_phase,
-            rental=rental,
-            next_step=next_step,
-        )
 
-    @mcp.tool(title="List rentals", annotations=READ)
-    @domain_errors
-    async def list_rentals(
-        ctx: Ctx,
-        status: Annotated[
-            Literal["active", "ended", "all"], Field(description="Which rentals: active (default), ended, or all.")
-        ] = "active",
-        provider: ProviderParam = None,
-    ) -> RentalsResult:
-        """List your rentals from the ledger, refreshed from the providers.
+async def wake_up(ctx: Ctx, rental_id: RentalIdParam) -> WakeResult:
+    """Wake a sleeping GotSMS number and report its online window.
 
-        Use this to find a rental id, to see what is still active, and always after a purchase whose outcome
-        was uncertain, before buying again. Example: list_rentals(status="all").
-        """
-        state = _state(ctx)
-        rentals, stale = await state.rentals.list_rentals(status, provider)
-        return state.rentals_result(rentals, stale, provider)
+    Use this before requesting a code (wait_for_code also wakes it). Example: wake_up(rental_id="gotsms:<uuid>")
+    """
+    state = _state(ctx)
+    return WakeResult.from_status(await state.delivery.wake(rental_id), state.sandbox)
 
-    @mcp.tool(title="Get a rental's messages", annotations=READ)
-    @domain_errors
-    async def get_messages(ctx: Ctx, rental_id: RentalIdParam) -> MessagesResult:
-        """Return every SMS a rental has received so far, without waiting.
 
-        Use this to re-read a code or check for more messages; it does not move wait_for_code's cursor.
-        Example: get_messages(rental_id="gotsms:9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f").
-        """
-        state = _state(ctx)
-        rental, stored = await state.rentals.messages(rental_id)
-        return MessagesResult(
-            rental_id=rental.rental_id,
-            provider=state.provider_ref(rental.provider),
-            messages=[SmsView.from_message(s.message) for s in stored],
-            count=len(stored),
-        )
+async def list_rentals(
+    ctx: Ctx,
+    status: Annotated[Literal["active", "ended", "all"], Field(description="Which rentals.")] = "active",
+    provider: ProviderParam = None,
+) -> RentalsResult:
+    """List your rentals, refreshed from the providers.
 
-    @mcp.tool(title="Wake up a GotSMS number", annotations=_hints(read_only=False, destructive=False, idempotent=True))
-    @domain_errors
-    async def wake_up(ctx: Ctx, rental_id: RentalIdParam) -> WakeResult:
-        """Wake a sleeping GotSMS number and report its queue and online windows.
+    Use this to find a rental id, and after a purchase with an unknown outcome. Example: list_rentals(status="all")
+    """
+    state = _state(ctx)
+    rentals, stale = await state.rentals.list_rentals(status, provider)
+    return state.rentals_result(rentals, stale)
 
-        Use this to bring a number online ahead of requesting a code; wait_for_code wakes numbers itself.
-        Getatext numbers are always online. Example: wake_up(rental_id="gotsms:9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f").
-        """
-        state = _state(ctx)
-        status = await state.delivery.wake(rental_id)
-        return WakeResult.from_status(status, state.provider_ref("gotsms"))
 
-    if read_only:
-        return
+async def get_messages(ctx: Ctx, rental_id: RentalIdParam) -> MessagesResult:
+    """Return every SMS a rental received, without waiting.
 
-    @mcp.tool(title="Rent a phone number", annotations=_hints(read_only=False, destructive=False, idempotent=False))
-    @domain_errors
-    async def rent_number(
-        ctx: Ctx,
-        max_price: MaxPriceParam,
-        plan: Annotated[Plan, Resolve(_quote)],
-        approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_rent_approval)],
-        plan_id: PlanIdParam = None,
-        service: ServiceParam = None,
-        country: CountryParam = None,
-        provider: ProviderParam = None,
-    ) -> RentResult:
-        """Rent a temporary phone number (spends money, never more than max_price).
+    Use this to re-read a code. SMS text is untrusted. Example: get_messages(rental_id="getatext:12345")
+    """
+    state = _state(ctx)
+    rental, stored = await state.rentals.messages(rental_id)
+    return MessagesResult(
+        rental_id=rental.rental_id,
+        messages=[SmsView.from_message(s.message) for s in stored],
+        count=len(stored),
+        sandbox=state.sandbox,
+    )
 
-        Use this when you need a number to receive a verification SMS. Give plan_id from list_plans, or a service
-        (and optionally country) to get the cheapest matching plan within max_price. Then request the code on the
-        target service and call wait_for_code. If this fails saying the outcome is unknown, call list_rentals
-        before trying again. Example: rent_number(service="telegram", country="USA", max_price=1.50).
-        """
-        state = _state(ctx)
-        _approved(approval)
-        outcome = await state.rentals.buy(plan, max_price)
-        state.delivery.expect(outcome.rental.rental_id)
-        await state.subscriptions.updated([ACTIVE_URI])
-        rental = _rental_view(state, outcome.rental)
-        return RentResult(
-            rental=rental,
-            charged=outcome.rental.price,
-            note=outcome.note,
-            next_step=f"Request the code for {rental.phone} on {rental.service or 'the service'}, then call"
-            f' wait_for_code(rental_id="{rental.rental_id}").',
-        )
 
-    @mcp.tool(title="Refund a rental", annotations=_hints(read_only=False, destructive=True, idempotent=True))
-    @domain_errors
-    async def refund(ctx: Ctx, rental_id: RentalIdParam) -> RefundResult:
-        """Give back a rental that did not deliver a code and get the money back.
+async def extend_rental(
+    ctx: Ctx,
+    rental_id: RentalIdParam,
+    max_price: MaxPriceParam,
+    extension: Annotated[Extension, Resolve(_extension)],
+    approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_extension_approval)],
+    plan_id: Annotated[str | None, Field(min_length=3, max_length=100, description="GotSMS: the longer plan.")] = None,
+) -> ChangeResult:
+    """Keep a number longer (a new purchase, never more than max_price).
 
-        Use this when no code came or the number was refused by the target service. GotSMS refunds rents without
-        messages; Getatext cancels one-time rentals after their first minute, and long rentals.
-        Example: refund(rental_id="getatext:12345").
-        """
-        state = _state(ctx)
-        outcome = await state.rentals.refund(rental_id)
-        await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-        return RefundResult(
-            rental=_rental_view(state, outcome.rental),
-            refunded=outcome.refunded,
-            balance_after=outcome.balance_after,
-            currency="USD",
-        )
+    Use this when you still need it: GotSMS moves to a longer plan_id, Getatext renews or re-rents.
+    Example: extend_rental(rental_id="getatext:long:7", max_price=11)
+    """
+    state = _state(ctx)
+    _approved(approval)
+    outcome = await state.rentals.extend_quoted(extension, max_price)
+    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
+    return ChangeResult(rental=RentalView.of(outcome.rental), note=outcome.note, sandbox=state.sandbox)
 
-    @mcp.tool(title="Extend a rental", annotations=_hints(read_only=False, destructive=False, idempotent=False))
-    @domain_errors
-    async def extend_rental(
-        ctx: Ctx,
-        rental_id: RentalIdParam,
-        max_price: MaxPriceParam,
-        extension: Annotated[Extension, Resolve(_extension)],
-        approval: Annotated[ElicitationResult[PurchaseApproval], Resolve(_extension_approval)],
-        plan_id: Annotated[
-            str | None,
-            Field(
-                min_length=3, max_length=100, description="GotSMS only: the longer plan (weekly or monthly) to move to."
-            ),
-        ] = None,
-    ) -> ChangeResult:
-        """Keep a number longer (spends money, never more than max_price).
 
-        Use this when you still need a number after its rental period. GotSMS: move a daily rent to a longer plan
-        (plan_id required). Getatext: renew a long rental, or re-rent a one-time number (a new rental id on the same
-        number). Each extension is a purchase of its own: max_price and the owner's per-purchase cap apply to it,
-        and the daily budget to all of them. Example: extend_rental(rental_id="getatext:long:7", max_price=11).
-        """
-        state = _state(ctx)
-        _approved(approval)
-        outcome = await state.rentals.extend_quoted(extension, max_price)
-        await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-        return ChangeResult(rental=_rental_view(state, outcome.rental), note=outcome.note)
+async def set_auto_renew(
+    ctx: Ctx,
+    rental_id: RentalIdParam,
+    enabled: Annotated[bool, Field(description="true to renew, false to stop.")],
+) -> ChangeResult:
+    """Set auto-renewal on or off.
 
-    @mcp.tool(title="Set auto-renew", annotations=_hints(read_only=False, destructive=False, idempotent=True))
-    @domain_errors
-    async def set_auto_renew(
-        ctx: Ctx,
-        rental_id: RentalIdParam,
-        enabled: Annotated[bool, Field(description="The wanted state: true to renew automatically, false to stop.")],
-    ) -> ChangeResult:
-        """Turn automatic renewal on or off (sets the wanted state, never a blind toggle).
+    Use this for GotSMS monthly and Getatext long rentals.
+    Example: set_auto_renew(rental_id="getatext:long:7", enabled=false)
+    """
+    state = _state(ctx)
+    outcome = await state.rentals.set_auto_renew(rental_id, enabled)
+    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
+    return ChangeResult(rental=RentalView.of(outcome.rental), note=outcome.note, sandbox=state.sandbox)
 
-        Use this to keep a number you need for a long time, or to stop renewals you no longer want.
-        Works for GotSMS monthly rents and Getatext long rentals. Renewals are charged by the provider, so
-        enabling is refused while a daily budget is set unless the owner allows it.
-        Example: set_auto_renew(rental_id="getatext:long:7", enabled=false).
-        """
-        state = _state(ctx)
-        outcome = await state.rentals.set_auto_renew(rental_id, enabled)
-        await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-        return ChangeResult(rental=_rental_view(state, outcome.rental), note=outcome.note)
 
-    @mcp.tool(title="Finish a rental", annotations=_hints(read_only=False, destructive=True, idempotent=True))
-    @domain_errors
-    async def finish_rental(ctx: Ctx, rental_id: RentalIdParam) -> ChangeResult:
-        """Mark a Getatext one-time rental as completed once its code has been used.
+async def finish_rental(ctx: Ctx, rental_id: RentalIdParam) -> ChangeResult:
+    """Mark a Getatext one-time rental completed.
 
-        Use this to close a rental you no longer need after success (no refund). Example:
-        finish_rental(rental_id="getatext:12345").
-        """
-        state = _state(ctx)
-        outcome = await state.rentals.finish(rental_id)
-        await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-        return ChangeResult(rental=_rental_view(state, outcome.rental), note=outcome.note)
+    Use this once its code was used (no refund). Example: finish_rental(rental_id="getatext:12345")
+    """
+    state = _state(ctx)
+    outcome = await state.rentals.finish(rental_id)
+    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
+    return ChangeResult(rental=RentalView.of(outcome.rental), note=outcome.note, sandbox=state.sandbox)
+
+
+# -- The table and registration --------------------------------------------------------------------------------
+
+Needs = Literal["read", "spend"]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """One tool: its function (whose name and docstring are the tool's), title, hints, and what a caller needs:
+    `read`, or `spend` for anything that spends money or changes a rental."""
+
+    fn: Callable[..., Awaitable[View]]
+    title: str
+    hints: ToolAnnotations
+    needs: Needs
+
+    @property
+    def name(self) -> str:
+        return self.fn.__name__
+
+    @property
+    def description(self) -> str:
+        """The docstring without its source indentation: the summary line, then the rest on one line."""
+        summary, _, rest = inspect.cleandoc(self.fn.__doc__ or "").partition("\n\n")
+        return f"{summary}\n{' '.join(rest.split())}"
+
+
+TOOLS: tuple[ToolSpec, ...] = (
+    ToolSpec(get_balance, "Get balance", READ, "read"),
+    ToolSpec(list_plans, "List rentable plans", READ, "read"),
+    ToolSpec(rent_number, "Rent a phone number", WRITE, "spend"),
+    ToolSpec(wait_for_code, "Wait for the SMS code", WRITE, "read"),
+    ToolSpec(refund, "Refund a rental", END, "spend"),
+    ToolSpec(wake_up, "Wake up a GotSMS number", SET, "read"),
+    ToolSpec(list_rentals, "List rentals", READ, "read"),
+    ToolSpec(get_messages, "Get a rental's messages", READ, "read"),
+    ToolSpec(extend_rental, "Extend a rental", WRITE, "spend"),
+    ToolSpec(set_auto_renew, "Set auto-renew", SET, "spend"),
+    ToolSpec(finish_rental, "Finish a rental", END, "spend"),
+)
+
+
+def reads_only(spec: ToolSpec) -> bool:
+    """The tools of read-only mode: none that spends money or changes a rental."""
+    return spec.needs == "read"
+
+
+def register(mcp: MCPServer[AppState], *, allow: Callable[[ToolSpec], bool] | None = None) -> None:
+    """Add the tools of `TOOLS` that `allow` lets through (all when None), with lean input schemas."""
+    for spec in TOOLS:
+        if allow is None or allow(spec):
+            mcp.add_tool(_served(spec.fn), title=spec.title, description=spec.description, annotations=spec.hints)
+            compat.edit_input_schema(mcp, spec.name, lean_schema)
+
+
+def _served(fn: Callable[P, Awaitable[View]]) -> Callable[P, Awaitable[CallToolResult]]:
+    """`fn` as the SDK calls it: domain errors become tool errors, and the result is sent as lean structured
+    content with the same JSON, compact, as its text. The SDK reads the signature (and so the output schema)
+    through `__wrapped__`, and validates the structured content of a returned `CallToolResult` against it."""
+
+    checked = domain_errors(fn)
+
+    @functools.wraps(fn)
+    async def tool(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+        data = (await checked(*args, **kwargs)).lean()
+        return CallToolResult(content=[TextContent(type="text", text=compact(data))], structured_content=data)
+
+    return tool
+
+
+UNSHOWN = frozenset({"title", "minLength", "maxLength"})
+
+
+def lean_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """An input schema as a model needs it: no titles, no string length guards (still enforced: they only refuse
+    what no real id or name is), optional parameters shown plainly. Descriptions, enums, number bounds and real
+    defaults stay."""
+    properties = {name: _lean_property(prop) for name, prop in schema.get("properties", {}).items()}
+    return {k: v for k, v in {**schema, "properties": properties}.items() if k != "title"}
+
+
+def _lean_property(prop: dict[str, Any]) -> dict[str, Any]:
+    """One parameter without a `null` branch or `"default": null`: leaving it out is how a caller says None."""
+    if prop.get("default", ...) is None:
+        prop = {k: v for k, v in prop.items() if k != "default"}
+    if "anyOf" in prop:
+        branches = [b for b in prop["anyOf"] if b != {"type": "null"}]
+        rest = {k: v for k, v in prop.items() if k != "anyOf"}
+        prop = {**branches[0], **rest} if len(branches) == 1 else {**rest, "anyOf": branches}
+    return {k: v for k, v in prop.items() if k not in UNSHOWN}

@@ -1,15 +1,19 @@
 """The structured results of the tools and resources (their output schemas).
 
-Each names its provider as `{name, sandbox}`, so a sandbox answer can never pass for a real one.
-SMS text is untrusted: it is only ever returned fenced, in a field that says so.
+Lean on purpose, since a model reads every character: a field that is unset is left out (never `null`), what a
+whole result shares is said once in it (`sandbox`, so a sandbox answer can never pass for a real one, and
+`currency`), and what an id already says (its provider, the kind of plan) is not repeated beside it. Times are
+UTC, to the second, with a `Z`. SMS text is untrusted: it is only ever returned fenced, in a field that says so.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Literal, Self
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, PlainSerializer
 
 from smsrent.domain.codes import extract_code
 from smsrent.domain.ids import ProviderName
@@ -21,57 +25,75 @@ _SENDER = re.compile(r"\+?\d{3,15}|[\w .-]{1,11}")  # a number, or an alphanumer
 _FENCE = re.compile(r"<\s*/?\s*untrusted-sms[^>]*>", re.IGNORECASE)
 
 
-class _View(BaseModel):
+def _utc(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+UtcTime = Annotated[AwareDatetime, PlainSerializer(_utc, return_type=str)]
+Sandbox = Annotated[
+    bool, Field(description="True when the built-in simulated providers answered: no real number, no money.")
+]
+Currency = Annotated[Literal["USD"], Field(description="The currency of every amount in this result.")]
+
+
+def compact(data: Any) -> str:
+    """JSON without indentation or spaces after separators (the text block of a tool result)."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+class View(BaseModel):
     model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=True)
 
     @classmethod
-    def of(cls, model: BaseModel, provider: ProviderRef) -> Self:
-        """This view of a domain object: the fields it shows, with the provider as `{name, sandbox}`."""
-        return cls.model_validate({**dict(model), "provider": provider})
+    def of(cls, model: BaseModel) -> Self:
+        """This view of a domain object: the fields it shows."""
+        return cls.model_validate(dict(model))
+
+    def lean(self) -> dict[str, Any]:
+        """The view as sent: JSON values under their wire names, with every unset field left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def to_json(self) -> str:
+        return compact(self.lean())
 
 
-class ProviderRef(_View):
-    name: ProviderName
-    sandbox: bool = Field(description="True when this is the built-in simulated provider: no real number, no money.")
+class PlanView(View):
+    """A plan; its id names the provider and the kind of plan (`getatext:<service>` one-time,
+    `getatext:long:<period>`, `gotsms:<uuid>` for a duration)."""
 
-
-class PlanView(_View):
     plan_id: str = Field(description="Pass to rent_number as plan_id.")
-    provider: ProviderRef
     service: str
-    country: str | None
-    price: Money | None = Field(description="Price per rental as a decimal string; null when not published.")
-    renew_price: Money | None
-    currency: str
-    duration: str | None
-    billing_type: str | None
-    auto_renew_supported: bool | None
+    country: str | None = None
+    price: Money | None = Field(None, description="Price per rental as a decimal string; absent when not published.")
+    renew_price: Money | None = None
+    duration: str | None = None
+    auto_renew_supported: bool | None = None
 
 
-class RentalView(_View):
+class RentalView(View):
+    """A rental; its id names the provider."""
+
     rental_id: str = Field(description="Pass to wait_for_code, get_messages, refund and the other rental tools.")
-    provider: ProviderRef
-    phone: str | None = Field(description="The number in E.164, e.g. +18001234567.")
-    phone_display: str | None = Field(description="The number as the provider writes it.")
-    service: str | None
-    plan_id: str | None
-    price: Money | None
-    currency: str
+    phone: str | None = Field(None, description="The number in E.164, e.g. +18001234567.")
+    phone_display: str | None = Field(None, description="The number as the provider writes it.")
+    service: str | None = None
+    plan_id: str | None = None
+    price: Money | None = Field(None, description="What this rental cost.")
     status: RentalStatus
-    started_at: AwareDatetime | None
-    ends_at: AwareDatetime | None
-    auto_renew: bool | None
+    started_at: UtcTime | None = None
+    ends_at: UtcTime | None = None
+    auto_renew: bool | None = None
 
 
-class SmsView(_View):
+class SmsView(View):
     message_id: str
-    sender: str | None = Field(alias="from", description="The sender as the provider reports it.")
-    received_at: AwareDatetime | None
-    code: str | None = Field(description="The verification code as a string (leading zeros kept), if one was found.")
+    sender: str | None = Field(None, alias="from", description="The sender as the provider reports it.")
+    received_at: UtcTime | None = None
+    code: str | None = Field(None, description="The verification code as a string (leading zeros kept), if found.")
     code_source: Literal["provider", "extracted"] | None = Field(
-        description="'provider' when the provider parsed it, 'extracted' when smsrent found it in the text."
+        None, description="'provider' when the provider parsed it, 'extracted' when smsrent found it in the text."
     )
-    text: str | None = Field(description=f"{UNTRUSTED_NOTE} Fenced in <untrusted-sms> tags.")
+    text: str | None = Field(None, description=f"{UNTRUSTED_NOTE} Fenced in <untrusted-sms> tags.")
 
     @classmethod
     def from_message(cls, message: Message) -> SmsView:
@@ -100,85 +122,96 @@ def fence(text: str | None) -> str | None:
     return f"<untrusted-sms>\n{_FENCE.sub('', text)}\n</untrusted-sms>"
 
 
-class BalanceView(_View):
-    provider: ProviderRef
+class BalanceView(View):
+    provider: ProviderName
     amount: Money
-    currency: str
 
 
-class ProviderProblem(_View):
+class ProviderProblem(View):
     provider: str
     error: str
 
 
-class BalanceResult(_View):
-    providers: list[ProviderRef] = Field(description="The providers asked (sandbox or real).")
+Problems = Annotated[
+    list[ProviderProblem] | None, Field(description="Providers that could not answer just now; absent when all did.")
+]
+
+
+class BalanceResult(View):
     balances: list[BalanceView]
-    unavailable: list[ProviderProblem] = Field(description="Providers whose balance could not be read just now.")
+    unavailable: Problems = None
+    currency: Currency = "USD"
+    sandbox: Sandbox
 
 
-class PlansResult(_View):
-    providers: list[ProviderRef] = Field(description="The providers asked (sandbox or real).")
+class PlansResult(View):
     plans: list[PlanView] = Field(description="Cheapest first, at most `limit` of them.")
     count: int = Field(description="How many plans match in all.")
-    unavailable: list[ProviderProblem] = Field(description="Providers whose plans could not be listed just now.")
+    unavailable: Problems = None
     next_step: str
+    currency: Currency = "USD"
+    sandbox: Sandbox
 
 
-class RentResult(_View):
+class RentResult(View):
     rental: RentalView
-    charged: Money | None = Field(description="What the provider charged for this rental.")
-    note: str | None
+    note: str | None = None
     next_step: str
+    currency: Currency = "USD"
+    sandbox: Sandbox
 
 
-class WaitResult(_View):
+class CodeResult(View):
+    """What wait_for_code found (named apart from the service layer's `delivery.WaitResult` it shows)."""
+
     outcome: Literal["code_received", "still_waiting", "rental_ended"]
+    code: str | None = Field(None, description="The code as a string, leading zeros kept; only on code_received.")
+    sms: SmsView | None = None
     rental_id: str
-    provider: ProviderRef
-    code: str | None = Field(description="The code as a string, leading zeros kept; null unless code_received.")
-    sms: SmsView | None
+    rental_status: RentalStatus
     waited_seconds: float
     number_phase: Literal["queued", "online", "unknown"] | None = Field(
-        description="GotSMS: the number waits in the wake-up queue, is online, or its state is unknown."
+        None, description="GotSMS: the number waits in the wake-up queue, is online, or its state is unknown."
     )
-    rental: RentalView
     next_step: str
+    sandbox: Sandbox
 
 
-class MessagesResult(_View):
+class MessagesResult(View):
     rental_id: str
-    provider: ProviderRef
     messages: list[SmsView] = Field(description=f"Oldest first. {UNTRUSTED_NOTE}")
     count: int
+    sandbox: Sandbox
 
 
-class RentalsResult(_View):
-    providers: list[ProviderRef] = Field(description="The providers asked (sandbox or real).")
+class RentalsResult(View):
     rentals: list[RentalView] = Field(description="Newest first.")
     count: int
-    stale: list[ProviderProblem] = Field(description="Providers that could not be asked just now: ledger data shown.")
+    stale: Problems = None
+    currency: Currency = "USD"
+    sandbox: Sandbox
 
 
-class RefundResult(_View):
+class RefundResult(View):
     rental: RentalView
-    refunded: Money | None = Field(description="The amount returned to the balance, when known.")
-    balance_after: Money | None
-    currency: str
+    refunded: Money | None = Field(None, description="The amount returned to the balance, when known.")
+    balance_after: Money | None = None
+    currency: Currency = "USD"
+    sandbox: Sandbox
 
 
-class WakeResult(_View):
+class WakeResult(View):
     rental_id: str
-    provider: ProviderRef
     state: Literal["asleep", "queued", "online", "unknown"]
-    online_at: AwareDatetime | None = Field(description="When the number comes (or came) online.")
-    online_till: AwareDatetime | None
-    wake_seconds_left: int | None
-    online_seconds_left: int | None
-    can_wake_up: bool | None
+    online_at: UtcTime | None = Field(None, description="When the number comes (or came) online.")
+    online_till: UtcTime | None = None
+    wake_seconds_left: int | None = None
+    online_seconds_left: int | None = None
+    can_wake_up: bool | None = None
+    sandbox: Sandbox
 
     @classmethod
-    def from_status(cls, status: NumberStatus, provider: ProviderRef) -> WakeResult:
+    def from_status(cls, status: NumberStatus, sandbox: bool) -> WakeResult:
         if status.online_till is None and status.wake_till is None:
             state: Literal["asleep", "queued", "online", "unknown"] = "asleep" if status.can_wake_up else "unknown"
         elif status.wake_seconds_left:
@@ -189,27 +222,35 @@ class WakeResult(_View):
             state = "asleep" if status.can_wake_up else "unknown"
         return cls(
             rental_id=status.rental_id,
-            provider=provider,
             state=state,
             online_at=status.wake_till,
             online_till=status.online_till,
             wake_seconds_left=status.wake_seconds_left,
             online_seconds_left=status.online_seconds_left,
             can_wake_up=status.can_wake_up,
+            sandbox=sandbox,
         )
 
 
-class ChangeResult(_View):
+class ChangeResult(View):
     rental: RentalView
-    note: str | None
+    note: str | None = None
+    currency: Currency = "USD"
+    sandbox: Sandbox
 
 
-class RecentMessage(_View):
+class RecentMessage(View):
     rental_id: str
-    provider: ProviderRef
     sms: SmsView
 
 
-class RentalDetail(_View):
+class RecentMessages(View):
+    messages: list[RecentMessage] = Field(description=f"Newest first. {UNTRUSTED_NOTE}")
+    sandbox: Sandbox
+
+
+class RentalDetail(View):
     rental: RentalView
     messages: list[SmsView]
+    currency: Currency = "USD"
+    sandbox: Sandbox

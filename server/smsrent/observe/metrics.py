@@ -23,7 +23,7 @@ from smsrent.observe.figures import ANY_PROVIDER, SETTLED_OUTCOMES, UNSETTLED_ST
 from smsrent.providers.base import HttpProvider, Provider
 from smsrent.providers.observed import ProviderRequest
 from smsrent.service.delivery import Delivery
-from smsrent.service.ledger import OWNER, Charge, Handover, Ledger, Refusal
+from smsrent.service.ledger import DEFAULT_AGENT, Charge, Handover, Ledger, Refusal
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # No `_created` series beside each counter and histogram: nothing here reads them.
@@ -51,7 +51,7 @@ class _LedgerCollector(Collector):
 
 
 def _ledger_series(figures: LedgerFigures) -> Iterator[Metric]:
-    agents = [OWNER]
+    agents = [DEFAULT_AGENT]
     spend = CounterMetricFamily(
         "smsrent_spend_usd", "Settled charges of bought purchases, USD (cluster-wide).", labels=["provider", "agent"]
     )
@@ -95,7 +95,7 @@ def _ledger_series(figures: LedgerFigures) -> Iterator[Metric]:
             "Daily budget (SMSRENT_DAILY_BUDGET, rolling 24 h) not yet spent or reserved, USD (cluster-wide).",
             labels=["agent"],
         )
-        remaining.add_metric([OWNER], float(figures.daily_budget - figures.committed))
+        remaining.add_metric([DEFAULT_AGENT], float(figures.daily_budget - figures.committed))
         yield remaining
 
 

@@ -4,6 +4,10 @@ Only calls that cannot spend money or change state (`safe=True`) are retried, wi
 backoff, jitter and `Retry-After`. A state-changing call is retried only when the request provably
 never left this process (the connection was not established); anything else is raised with
 `request_sent`/`uncertain` set so the caller can reconcile instead of buying twice.
+
+Whatever bytes come back, an attempt ends within the answer timeout (from sending to the last byte) and
+raises nothing but a `ProviderError`: a body that cannot be decoded, is too large or too deeply nested is a
+provider failure, uncertain after a state-changing request.
 """
 
 from __future__ import annotations
@@ -46,8 +50,16 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 USER_AGENT = f"smsrent/{__version__}"
 
+# The most of an answer read. The largest documented answers (a page of plans, of rents or of messages) are a
+# few KiB, and even a whole catalogue in one page stays far below; a body above this is a fault, and reading
+# it would hold memory (and, trickled, the call) for nothing.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+
 # httpx errors raised before any byte of the request could reach the provider.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+# What reading a body as JSON text can raise: broken JSON or text (ValueError), a charset that is no text
+# encoding (LookupError), nesting past the parser's limit (RecursionError).
+_UNREADABLE = (ValueError, LookupError, RecursionError)
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,7 @@ class HttpProvider:
         attempt = 0
         while True:
             try:
-                return await self._attempt(method, path, json_body, params, accept_text)
+                return await self._attempt(method, path, json_body, params, safe=safe, accept_text=accept_text)
             except ProviderError as err:
                 may_retry = retry and (err.retryable if safe else not err.request_sent)
                 if not may_retry or attempt + 1 >= self.retry.attempts:
@@ -170,24 +182,62 @@ class HttpProvider:
         path: str,
         json_body: Mapping[str, Any] | None,
         params: Mapping[str, str | int] | None,
+        *,
+        safe: bool,
         accept_text: bool,
     ) -> Any:
+        """One request, ended by the answer timeout however slowly the answer comes (httpx's own are per read)."""
         started = time.perf_counter()
+        progress = _Progress()
+        request = self._client.build_request(
+            method, path, json=json_body, params=params, extensions={"trace": progress}
+        )
         try:
-            response = await self._client.request(method, path, json=json_body, params=params)
-        except httpx.TransportError as err:
+            with anyio.fail_after(self._client.timeout.read):
+                response = await self._client.send(request, stream=True)
+                try:
+                    body = await self._read(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError as err:
+            raise self._lost(progress.may_have_left, timed_out=True) from err
+        except httpx.HTTPError as err:
             raise self._transport_error(err) from err
         # Log the path only: a query string may carry the API key (Getatext's handler API).
         log.debug("%s %s -> %d in %.0f ms", method, path, response.status_code, (time.perf_counter() - started) * 1000)
-        payload = self._decode(response, accept_text)
-        if response.is_success:
-            self._check_payload(payload)
-            return payload
-        raise self._status_error(response, payload)
+        try:
+            payload = self._decode(response, body, accept_text)
+            if not response.is_success:
+                raise self._status_error(response, payload)
+            try:
+                self._check_payload(payload)
+            except ProviderError as err:
+                if safe:
+                    raise
+                raise self._unconfirmed(response.status_code, self._error_text(payload)) from err
+        except _UNREADABLE as err:
+            raise self._unavailable(response.status_code, "sent an answer this client cannot read") from err
+        return payload
 
-    def _decode(self, response: httpx.Response, accept_text: bool = False) -> Any:
+    async def _read(self, response: httpx.Response) -> bytes:
+        """The whole body, refused (without reading it all) when larger than `MAX_BODY_BYTES`."""
+        if _declared_length(response) > MAX_BODY_BYTES:
+            raise self._too_large(response.status_code)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise self._too_large(response.status_code)
+                chunks.append(chunk)
+        except httpx.DecodingError as err:
+            raise self._unavailable(response.status_code, "sent a body that does not match its encoding") from err
+        return b"".join(chunks)
+
+    def _decode(self, response: httpx.Response, body: bytes, accept_text: bool = False) -> Any:
         """JSON body, or None when empty; an HTML page or broken JSON is a provider failure."""
-        text = response.text
+        text = body.decode(response.encoding or "utf-8", errors="replace")
         if not text.strip():
             return None
         # A text answer is let through whatever its content type says (PHP handler stubs send tokens as text/html).
@@ -198,11 +248,11 @@ class HttpProvider:
             raise self._unavailable(response.status_code, "answered with an HTML page instead of JSON")
         try:
             return json.loads(text)
-        except ValueError as err:
+        except _UNREADABLE as err:
             if (response.is_success and not accept_text) or response.status_code >= 500:
                 what = "sent an unreadable answer (truncated or invalid JSON)"
                 raise self._unavailable(response.status_code, what) from err
-            return text
+            return text if _reads_as_text(text) else None  # binary says nothing usable either
 
     def _parse(self, parser: Callable[[Any], T], value: Any) -> T:
         """Parse a successful answer; one that cannot be read is a provider failure (and, after a POST, uncertain)."""
@@ -220,15 +270,35 @@ class HttpProvider:
             status_code=status,
         )
 
-    def _transport_error(self, err: httpx.TransportError) -> ProviderTransportError:
+    def _too_large(self, status: int) -> ProviderUnavailable:
+        return self._unavailable(status, f"sent an answer larger than {MAX_BODY_BYTES // 1024 // 1024} MiB")
+
+    def _unconfirmed(self, status: int, detail: str | None) -> ProviderUnavailable:
+        """A 2xx answer to a state-changing call that still reports an error: the call may have taken effect (a
+        purchase charged), so the error is uncertain and gets reconciled, never recorded as a failure."""
+        said = f" ({bounded(detail, self._secrets).rstrip('. ')})" if detail else ""
+        return ProviderUnavailable(
+            f"{self.display_name} answered HTTP {status} yet reported an error{said}; the request may have taken"
+            " effect, its outcome is unknown.",
+            provider=self.name,
+            status_code=status,
+        )
+
+    def _transport_error(self, err: httpx.HTTPError) -> ProviderTransportError:
         sent = not isinstance(err, _NOT_SENT)
-        outcome = "it may have been received, its outcome is unknown" if sent else "the request was not sent"
         if isinstance(err, httpx.TimeoutException):
+            return self._lost(sent, timed_out=True)
+        return self._lost(sent, failure=type(err).__name__)
+
+    def _lost(self, sent: bool, *, timed_out: bool = False, failure: str = "") -> ProviderTransportError:
+        """The answer never came whole: timed out, or the connection failed (`failure` names how)."""
+        outcome = "it may have been received, its outcome is unknown" if sent else "the request was not sent"
+        if timed_out:
             return ProviderTimeout(
                 f"{self.display_name} did not answer in time; {outcome}.", provider=self.name, request_sent=sent
             )
         return ProviderTransportError(
-            f"Could not complete the request to {self.display_name} ({type(err).__name__}); {outcome}.",
+            f"Could not complete the request to {self.display_name} ({failure}); {outcome}.",
             provider=self.name,
             request_sent=sent,
         )
@@ -289,7 +359,7 @@ class HttpProvider:
         if isinstance(payload, dict):
             parts: list[str] = []
             for key in ("message", "errors", "error"):
-                text = _flatten(payload.get(key))
+                text = flatten_errors(payload.get(key))
                 if text and not any(text in part for part in parts):
                     parts.append(text)
             return " - ".join(parts) or None
@@ -308,6 +378,35 @@ class HttpProvider:
         """Raise for a 2xx body that still reports an error (some providers do)."""
 
 
+class _Progress:
+    """How far a request got, from httpcore's trace events: one that timed out before any request header was
+    sent never left. A transport that reports nothing (in-process) is taken as having sent it."""
+
+    def __init__(self) -> None:
+        self.traced = False
+        self.sending = False
+
+    async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        self.traced = True
+        self.sending = self.sending or ".send_request_headers." in event
+
+    @property
+    def may_have_left(self) -> bool:
+        return self.sending or not self.traced
+
+
+def _reads_as_text(text: str) -> bool:
+    """Printable text, as a provider's error sentence is; not bytes that only decoded with replacements."""
+    return "\ufffd" not in text and " ".join(text.split()).isprintable()
+
+
+def _declared_length(response: httpx.Response) -> int:
+    try:
+        return int(response.headers.get("content-length", "0"))
+    except ValueError:
+        return 0
+
+
 def parse_each(parser: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
     """Parse every item of a list answer, skipping (and logging) the ones that cannot be read."""
     parsed: list[T] = []
@@ -319,14 +418,14 @@ def parse_each(parser: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
     return parsed
 
 
-def _flatten(value: Any) -> str | None:
+def flatten_errors(value: Any) -> str | None:
     """Error text from a string, a list, or a Laravel-style `{field: [messages]}` mapping; `"null"` is no text."""
     if isinstance(value, str):
         return None if value.strip().lower() in ("", "null", "none") else value
     if isinstance(value, list):
-        return "; ".join(filter(None, (_flatten(item) for item in value))) or None
+        return "; ".join(filter(None, (flatten_errors(item) for item in value))) or None
     if isinstance(value, dict):
-        return "; ".join(filter(None, (_flatten(item) for item in value.values()))) or None
+        return "; ".join(filter(None, (flatten_errors(item) for item in value.values()))) or None
     return None
 
 

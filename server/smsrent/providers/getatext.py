@@ -30,8 +30,16 @@ from smsrent.domain.errors import (
 )
 from smsrent.domain.ids import LONG_PERIODS, LongPeriod, Ref
 from smsrent.domain.models import Balance, Message, Plan, Receipt, Rental, RentalStatus
-from smsrent.domain.values import to_bool, to_datetime, to_decimal, to_e164, to_int, to_text
-from smsrent.providers.base import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpProvider, RetryPolicy, fingerprint, parse_each
+from smsrent.domain.values import to_bool, to_datetime, to_e164, to_int, to_money, to_text
+from smsrent.providers.base import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    HttpProvider,
+    RetryPolicy,
+    fingerprint,
+    flatten_errors,
+    parse_each,
+)
 from smsrent.providers.observed import Routes
 
 DEFAULT_BASE_URL = "https://getatext.com"
@@ -177,7 +185,7 @@ class GetatextProvider(HttpProvider):
             payload = await self._handler("getPrices", safe=True)
         else:
             payload = await self._call("GET", "/api/v1/prices-info", safe=True)
-        return parse_each(_to_plan, _price_items(payload))
+        return parse_each(_to_plan, self._parse(_price_items, payload))
 
     async def re_rent(self, rental_id: str) -> Receipt:
         """POST /api/v1/re-rent: rent the same number again. Spends money; never retried once sent."""
@@ -197,8 +205,8 @@ class GetatextProvider(HttpProvider):
     async def long_rentals(self) -> list[Rental]:
         """GET /api/v1/long-rentals."""
         payload = await self._call("GET", "/api/v1/long-rentals", safe=True)
-        items = payload.get("long_rentals") if isinstance(payload, dict) else payload
-        return parse_each(functools.partial(_to_long_rental, tz=self.tz), items if isinstance(items, list) else [])
+        items = self._parse(functools.partial(_listed, key="long_rentals"), payload)
+        return parse_each(functools.partial(_to_long_rental, tz=self.tz), items)
 
     async def create_long_rental(self, period: LongPeriod, *, auto_renew: bool) -> Receipt:
         """POST /api/v1/long-rentals. Spends money; never retried once sent."""
@@ -219,9 +227,8 @@ class GetatextProvider(HttpProvider):
     async def long_rental_messages(self, rental_id: str) -> list[Message]:
         """GET /api/v1/long-rentals/{id}/messages."""
         payload = await self._call("GET", f"/api/v1/long-rentals/{rental_id}/messages", safe=True)
-        items = payload.get("messages") if isinstance(payload, dict) else payload
-        parser = functools.partial(_to_long_message, rental_id=rental_id, tz=self.tz)
-        return parse_each(parser, items if isinstance(items, list) else [])
+        items = self._parse(functools.partial(_listed, key="messages"), payload)
+        return parse_each(functools.partial(_to_long_message, rental_id=rental_id, tz=self.tz), items)
 
     # -- Domain operations (the Provider protocol) ------------------------------------------------
 
@@ -267,20 +274,20 @@ class GetatextProvider(HttpProvider):
     async def _handler(self, action: str, *, safe: bool, retry: bool = True, **params: str) -> Any:
         query = {"api_key": self._api_key.get_secret_value(), "action": action, **params}
         payload = await self._call("GET", "/stubs/handler_api", safe=safe, params=query, retry=retry, accept_text=True)
-        return _from_handler_text(payload) if isinstance(payload, str) else payload
+        if not isinstance(payload, str):
+            return payload
+        # The handler API's error tokens come with HTTP 200 and are its definite "no" (nothing was done).
+        token, _, _ = payload.strip().partition(":")
+        kind = _HANDLER_ERRORS.get(token.upper())
+        if kind is not None:
+            raise kind(self._refined_message(kind, token), provider=self.name, status_code=200)
+        return _from_handler_text(payload)
 
     def _check_payload(self, payload: Any) -> None:
-        if isinstance(payload, str):
-            token, _, _ = payload.strip().partition(":")
-            kind = _HANDLER_ERRORS.get(token.upper())
-            if kind is not None:
-                raise kind(self._refined_message(kind, token), provider=self.name, status_code=200)
-            return
         if not isinstance(payload, dict):
             return
-        error = to_text(payload.get("errors"))
         failed = to_text(payload.get("status")) in ("error", "failed", "fail")
-        if error or failed:
+        if failed or _reports_error(payload.get("errors")):
             raise self._error_for(200, self._error_text(payload) or "request failed")
 
     def _classify(self, detail: str) -> type[ProviderError] | None:
@@ -307,6 +314,15 @@ class _MaskApiKey(logging.Filter):
 
 
 # -- Pure parsers -------------------------------------------------------------------------------------
+
+
+def _reports_error(value: Any) -> bool:
+    """Whether an `errors` field says the request failed: true, or error text (a string, or messages in a list or
+    mapping). null, false, 0 and empties, as strings too, say it did not."""
+    flag = to_bool(value)
+    if flag is not None:
+        return flag
+    return flatten_errors(value) is not None
 
 
 def _status(raw: Any) -> RentalStatus:
@@ -340,12 +356,12 @@ def _to_receipt(
         phone_display=to_text(payload.get("number")),
         service=to_text(payload.get("service_name")),
         plan_id=f"getatext:{service_code}" if service_code else None,
-        price=to_decimal(payload.get("price", payload.get("cost"))),
+        price=to_money(payload.get("price", payload.get("cost"))),
         status=_status(payload.get("status")),
         provider_status=to_text(payload.get("status")),
         ends_at=to_datetime(payload.get("end_time"), tz),
     )
-    balance = to_decimal(payload.get("new_balance", payload.get("balance")))
+    balance = to_money(payload.get("new_balance", payload.get("balance")), zero=True)
     return Receipt(rental=rental, messages=messages, balance_after=balance, note=to_text(payload.get("message")))
 
 
@@ -359,6 +375,15 @@ def _to_completed(payload: Any, *, tz: tzinfo, fallback_id: str) -> Receipt:
     return receipt.model_copy(update={"note": to_text(payload.get("message"))})
 
 
+def _listed(payload: Any, key: str) -> list[Any]:
+    """The list under `key` (or a bare list). One without it is unreadable, not empty: an empty list of long
+    rentals proves that none was bought, and a purchase would be settled as not bought on it."""
+    items = payload.get(key) if isinstance(payload, dict) else payload
+    if not isinstance(items, list):
+        raise ValueError(f"an answer without its {key} list")
+    return items
+
+
 def _price_items(payload: Any) -> list[Any]:
     """prices-info as printed is one object; accept a list, or a list under a wrapper key, too."""
     if isinstance(payload, list):
@@ -369,7 +394,7 @@ def _price_items(payload: Any) -> list[Any]:
         for key in ("data", "prices", "services"):
             if isinstance(payload.get(key), list):
                 return list(payload[key])
-    return []
+    raise ValueError("a price list without prices")
 
 
 def _to_plan(item: Any) -> Plan:
@@ -383,7 +408,7 @@ def _to_plan(item: Any) -> Plan:
         service=to_text(item.get("service_name")) or api_name,
         service_code=api_name,
         country=COUNTRY,
-        price=to_decimal(item.get("price")),
+        price=to_money(item.get("price")),
         duration=f"{ttl} min" if ttl is not None else None,
         duration_minutes=ttl,
         billing_type="one_time",
@@ -407,7 +432,7 @@ def _long_plan(period: LongPeriod, price: Decimal | None) -> Plan:
 
 
 def _to_balance(payload: Any) -> Balance:
-    amount = to_decimal(payload.get("balance")) if isinstance(payload, dict) else None
+    amount = to_money(payload.get("balance"), zero=True) if isinstance(payload, dict) else None
     if amount is None:
         raise ValueError("a balance answer without a balance")
     return Balance(provider="getatext", amount=amount)
@@ -431,7 +456,7 @@ def _to_long_rental(item: Any, *, tz: tzinfo, fallback_id: str | None = None) ->
         phone=to_e164(data.get("number")),
         phone_display=to_text(data.get("number")),
         plan_id=f"getatext:long:{code}" if code else None,
-        price=to_decimal(data.get("price")),
+        price=to_money(data.get("price")),
         status=_status(data.get("status")),
         provider_status=to_text(data.get("status")),
         started_at=to_datetime(data.get("rented_at"), tz),

@@ -25,7 +25,7 @@ from smsrent.domain.models import (
     RentalStatus,
     ServiceInfo,
 )
-from smsrent.domain.values import to_bool, to_datetime, to_decimal, to_e164, to_int, to_text
+from smsrent.domain.values import to_bool, to_datetime, to_e164, to_int, to_money, to_text
 from smsrent.providers.base import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpProvider, RetryPolicy, fingerprint, parse_each
 from smsrent.providers.observed import Routes
 
@@ -92,16 +92,12 @@ class GotSmsProvider(HttpProvider):
 
     async def pricelist(self) -> list[PublicPrice]:
         """GET /pricelist: the public price list, grouped by service."""
-        groups = _data(await self._call("GET", "/pricelist", safe=True))
-        return parse_each(_to_public_price, (plan for group in _items(groups) for plan in _items(group.get("plans"))))
+        groups = self._parse(_listed, await self._call("GET", "/pricelist", safe=True))
+        return parse_each(_to_public_price, (plan for group in groups for plan in _items(group.get("plans"))))
 
     async def account(self) -> Balance:
         """GET /account: the account balance."""
-        data = _data(await self._call("GET", "/account", safe=True))
-        amount = to_decimal(data.get("balance")) if isinstance(data, dict) else None
-        if amount is None:
-            raise self._unavailable(200, "sent an account answer without a balance")
-        return Balance(provider="gotsms", amount=amount)
+        return self._parse(_to_balance, _data(await self._call("GET", "/account", safe=True)))
 
     async def services(self) -> list[ServiceInfo]:
         """GET /services, every page."""
@@ -187,7 +183,7 @@ class GotSmsProvider(HttpProvider):
         for _ in range(MAX_PAGES):
             params = {"before_id": before} if before else None
             payload = await self._call("GET", f"/numbers/{rent_uuid}/messages", safe=True, params=params)
-            page = _items(_data(payload))
+            page = self._parse(_listed, payload)
             found.extend(parse_each(functools.partial(_to_message, rent_uuid=rent_uuid), page))
             following = to_text(_meta(payload).get("next_before_id"))
             if not page or following is None or following in seen:
@@ -238,7 +234,7 @@ class GotSmsProvider(HttpProvider):
         meta = _meta(payload)
         current, last = to_int(meta.get("current_page")) or page, to_int(meta.get("last_page")) or page
         # The page asked for counts too: a server that keeps saying "page 1 of 3" must not be read 200 times.
-        return _items(_data(payload)), max(current, page) < last
+        return self._parse(_listed, payload), max(current, page) < last
 
     async def _collect(self, path: str) -> list[dict[str, Any]]:
         """Every item of a paginated list, following pages to the last one."""
@@ -272,6 +268,15 @@ def _meta(payload: Any) -> dict[str, Any]:
     return meta if isinstance(meta, dict) else {}
 
 
+def _listed(payload: Any) -> list[dict[str, Any]]:
+    """The items of a list answer. One without its list is unreadable, not empty: an empty list proves that no
+    rent was made, and a purchase would be settled as not bought on it."""
+    data = _data(payload)
+    if not isinstance(data, list):
+        raise ValueError("a list answer without its list")
+    return _items(data)
+
+
 def _items(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
@@ -293,13 +298,20 @@ def _status(raw: Any) -> RentalStatus:
     return STATUS_MAP.get(text.lower(), RentalStatus.UNKNOWN) if text else RentalStatus.UNKNOWN
 
 
+def _to_balance(data: Any) -> Balance:
+    amount = to_money(data.get("balance"), zero=True) if isinstance(data, dict) else None
+    if amount is None:
+        raise ValueError("an account answer without a balance")
+    return Balance(provider="gotsms", amount=amount)
+
+
 def _to_public_price(item: dict[str, Any]) -> PublicPrice:
     return PublicPrice(
         service=to_text(item.get("service_name")) or "unknown",
         country=to_text(item.get("country")),
         duration=to_text(item.get("duration_translation")),
-        price=to_decimal(item.get("price")),
-        renew_price=to_decimal(item.get("renew_price")),
+        price=to_money(item.get("price")),
+        renew_price=to_money(item.get("renew_price")),
         billing_type=to_text(item.get("billing_type")),
     )
 
@@ -316,8 +328,8 @@ def _to_plan(item: dict[str, Any]) -> Plan:
         service=_name(service) or "unknown",
         service_code=to_text(service.get("id")) if isinstance(service, dict) else None,
         country=_name(item.get("country")),
-        price=to_decimal(item.get("price")),
-        renew_price=to_decimal(item.get("renew_price")),
+        price=to_money(item.get("price")),
+        renew_price=to_money(item.get("renew_price")),
         duration=to_text(item.get("duration_translation")),
         duration_minutes=to_int(item.get("duration_in_minutes")),
         billing_type=to_text(item.get("billing_type")),
@@ -338,7 +350,7 @@ def _to_rental(item: Any) -> Rental:
         phone_display=to_text(item.get("phone")),
         service=_name(item.get("service")),
         plan_id=f"gotsms:{plan_id}" if plan_id else None,
-        price=to_decimal(item.get("price")),
+        price=to_money(item.get("price")),
         status=_status(item.get("status")),
         provider_status=to_text(item.get("status")),
         started_at=to_datetime(item.get("active_from")),

@@ -8,6 +8,7 @@ background (needed for pushes such as Getatext's webhook).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
@@ -16,16 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-Fault = Literal[
+Failure = Literal[
     "500",
     "html",
     "not_json",
@@ -39,7 +40,27 @@ Fault = Literal[
 ]
 """What a provider can do wrong: `slow` answers after `slow_seconds` (past a client's timeout), `cut` drops the
 connection mid-answer (real HTTP only), and `commit_then_*` changes state first and then loses the answer."""
-FAULTS: tuple[Fault, ...] = get_args(Fault)
+HostileBody = Literal[
+    "bad_encoding",
+    "binary",
+    "nested",
+    "huge",
+    "huge_chunked",
+    "html_as_json",
+    "json_as_html",
+    "contradiction",
+    "trickle",
+]
+"""Bodies no provider should send, each a 200 answered without acting. Where readable they carry a balance either
+adapter would take (`DECOY`), so a client that reads past the fault shows it: `bad_encoding` claims gzip on plain
+bytes, `binary` is not text, `nested` is JSON nested far past any parser's limit, `huge` is 30 MB (declared, or
+chunked without a length), `html_as_json` and `json_as_html` swap content types, `contradiction` reports success
+with an error and no data, and `trickle` sends one byte at a time for `slow_seconds` (real HTTP only)."""
+Fault = Failure | HostileBody
+FAULTS: tuple[Failure, ...] = get_args(Failure)
+HOSTILE: tuple[HostileBody, ...] = get_args(HostileBody)
+DECOY = {"success": True, "status": "success", "errors": None, "balance": "1.00", "data": {"balance": 1}}
+HUGE_BYTES = 30 * 1024 * 1024
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -73,10 +94,12 @@ class _FaultRule:
 class SandboxServer:
     """Base of the simulated providers."""
 
+    name: ClassVar[str]  # the provider it simulates
     timing: SandboxTiming = field(default_factory=SandboxTiming)
     seed: int | None = None
     slow_seconds: float = 30.0
     requests: list[tuple[float, str, str]] = field(default_factory=list, init=False)
+    spans: list[tuple[float, float, str, str]] = field(default_factory=list, init=False)  # answered: start, end
     injected: Counter[Fault] = field(default_factory=Counter, init=False)
     _faults: list[_FaultRule] = field(default_factory=list, init=False)
     _chaos: tuple[float, tuple[Fault, ...]] | None = field(default=None, init=False)
@@ -145,10 +168,16 @@ class SandboxServer:
     # -- Plumbing for subclasses --------------------------------------------------------------------
 
     def endpoint(self, handler: Handler, *, auth: Callable[[Request], bool] | None) -> Handler:
-        """Wrap a handler with request counting, due events, authentication and injected faults."""
+        """Wrap a handler with request counting and timing, due events, authentication and injected faults."""
 
         async def wrapped(request: Request) -> Response:
-            self.requests.append((time.time(), request.method, request.url.path))
+            started = time.time()
+            self.requests.append((started, request.method, request.url.path))
+            response = await answer(request)
+            self.spans.append((started, time.time(), request.method, request.url.path))
+            return response
+
+        async def answer(request: Request) -> Response:
             self.advance()
             fault = self._take_fault(request)
             if fault is not None:
@@ -159,7 +188,7 @@ class SandboxServer:
             elif fault == "429":
                 return _throttled(max(self._throttled_until, time.time() + 1.0))
             elif fault is not None and not fault.startswith("commit_then"):
-                return _fault_response(fault)
+                return _fault_response(fault, self.slow_seconds)
             if auth is not None and not auth(request):
                 return self.unauthorized()
             response = await handler(request)
@@ -195,9 +224,14 @@ class SandboxServer:
         return fault
 
 
-def _fault_response(fault: Fault) -> Response:
+_PAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def _fault_response(fault: Fault, slow_seconds: float = 0.0) -> Response:
+    if fault in HOSTILE:
+        return _hostile(fault, slow_seconds)
     if fault == "html":
-        return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html")
+        return Response(_PAGE, 502, media_type="text/html")
     if fault == "not_json":
         return Response("OK", 200, media_type="text/plain")
     if fault == "truncated":
@@ -205,6 +239,46 @@ def _fault_response(fault: Fault) -> Response:
     if fault == "cut":
         return _CutResponse()
     return JSONResponse({"message": "Server Error"}, status_code=500)
+
+
+def _hostile(fault: Fault, slow_seconds: float) -> Response:
+    decoy = json.dumps(DECOY).encode()
+    if fault == "bad_encoding":
+        return Response(decoy, 200, media_type="application/json", headers={"Content-Encoding": "gzip"})
+    if fault == "binary":
+        return Response(bytes(range(255, -1, -1)) * 16, 200, media_type="application/json")
+    if fault == "nested":
+        return Response(b"[" * 100_000, 200, media_type="application/json")
+    if fault in ("huge", "huge_chunked"):
+        length = {"Content-Length": str(HUGE_BYTES)} if fault == "huge" else None
+        return StreamingResponse(_padded(decoy, HUGE_BYTES), 200, headers=length, media_type="application/json")
+    if fault == "html_as_json":
+        return Response(_PAGE, 200, media_type="application/json")
+    if fault == "json_as_html":
+        return Response(decoy, 200, media_type="text/html")
+    if fault == "contradiction":
+        body = {"success": True, "status": "success", "errors": False, "message": "Insufficient balance.", "data": None}
+        return JSONResponse(body)
+    return StreamingResponse(_trickled(decoy, slow_seconds), 200, media_type="application/json")
+
+
+async def _padded(body: bytes, size: int) -> AsyncIterator[bytes]:
+    """`body` with `size` bytes in all: JSON whitespace first, in 64 KiB chunks."""
+    left = size - len(body)
+    while left > 0:
+        chunk = min(left, 65536)
+        yield b" " * chunk
+        left -= chunk
+    yield body
+
+
+async def _trickled(body: bytes, seconds: float) -> AsyncIterator[bytes]:
+    """`body` after `seconds` of JSON whitespace, one byte every 50 ms: no read ever waits long."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        yield b" "
+        await anyio.sleep(0.05)
+    yield body
 
 
 def _throttled(until: float) -> Response:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 from starlette.requests import Request
@@ -87,6 +87,7 @@ class _LongRental:
 class GetatextSandbox(SandboxServer):
     """The simulated Getatext account. `webhook_url` (+ `webhook_transport`) receives pushed codes."""
 
+    name: ClassVar[str] = "getatext"
     api_key: str = API_KEY
     balance: Decimal = Decimal("20.00")
     webhook_url: str | None = None

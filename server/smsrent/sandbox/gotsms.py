@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -82,9 +82,11 @@ class _Sms:
 class GotSmsSandbox(SandboxServer):
     """The simulated GotSMS account: plans, a balance, rents, numbers and their SMS."""
 
+    name: ClassVar[str] = "gotsms"
     token: str = TOKEN
     balance: Decimal = Decimal("25.00")
     per_page: int = 20
+    lists_renewal: bool = True  # rents carry `is_included_for_next_renewal` (no schema says it is always there)
     rents: dict[str, _Rent] = field(default_factory=dict, init=False)
     sms: list[_Sms] = field(default_factory=list, init=False)
 
@@ -326,7 +328,7 @@ class GotSmsSandbox(SandboxServer):
             "phone": rent.phone,
             "price": _money(rent.price),
             "status": rent.status,
-            "is_included_for_next_renewal": rent.renew,
+            **({"is_included_for_next_renewal": rent.renew} if self.lists_renewal else {}),
             "active_from": _ts(rent.active_from),
             "active_till": _ts(rent.active_till),
             "wake_from": _ts(rent.wake_from),

@@ -7,6 +7,7 @@ stored cursor, so it never misses a code that came before it started and never r
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ from smsrent.providers.getatext import GetatextProvider, WebhookCode
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.service.pollers import GetatextPoller, GotSmsPoller, Poller, Schedule
 from smsrent.service.rentals import Rentals
+from smsrent.service.supervisor import Supervisor
 
 log = logging.getLogger("smsrent.delivery")
 
@@ -54,8 +56,11 @@ class _Awake:
 class Delivery:
     """Owns the pollers (run them with `run()`) and serves waits and pushes."""
 
-    def __init__(self, rentals: Rentals, *, schedule: Schedule | None = None) -> None:
+    def __init__(
+        self, rentals: Rentals, *, schedule: Schedule | None = None, supervisor: Supervisor | None = None
+    ) -> None:
         self.rentals = rentals
+        self.supervisor = supervisor or Supervisor()
         self.ledger = rentals.ledger
         self.pushes_arrive = False  # set by the first webhook push: from then on polling is the safety net
         self._waiters: dict[str, int] = defaultdict(int)
@@ -87,13 +92,14 @@ class Delivery:
                     store=self._deliver_receipt,
                     store_messages=self.deliver,
                     pushed=lambda: self.pushes_arrive,
+                    failed=functools.partial(self.supervisor.failed, _task_name(provider.name)),
                 )
 
     async def run(self) -> None:
-        """Run every provider's poller until cancelled."""
+        """Run every provider's poller, each under the supervisor, until cancelled."""
         async with anyio.create_task_group() as tg:
-            for poller in self.pollers.values():
-                tg.start_soon(poller.run)
+            for name, poller in self.pollers.items():
+                tg.start_soon(self.supervisor.run, _task_name(name), poller.run)
 
     # -- Storing and fanning out ----------------------------------------------------------------------
 
@@ -292,6 +298,10 @@ class Delivery:
         else:
             self.expect(pushed.rental_id)  # poll rental-status soon, until it shows the code
         return True
+
+
+def _task_name(provider: str) -> str:
+    return f"poller:{provider}"
 
 
 def _ended(rental: Rental) -> bool:

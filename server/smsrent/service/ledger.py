@@ -3,13 +3,22 @@
 
 All access goes through one worker thread at a time (`anyio.to_thread`), so the event loop never
 blocks and in-process calls are serialised; `BEGIN IMMEDIATE` also serialises other processes.
+
+Several servers may share one file (Claude Desktop and Claude Code on the default data dir). Each open
+ledger registers its process (host, pid, a random token, a heartbeat); a purchase in flight names the
+process handling it, and a ledger lock names its holder. What belongs to a process that is gone (its
+heartbeat stale, or on this host its pid ended) is taken over: nothing of a live process is.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,7 +33,12 @@ from smsrent.observe.tracing import traced_write
 
 T = TypeVar("T")
 DAY = 86400.0
-OWNER = "owner"  # the agent of every purchase, rental and refusal until agents exist
+HEARTBEAT_EVERY = 5.0  # seconds between a process's heartbeats
+STALE_AFTER = 30.0  # a process whose heartbeat is older than this is gone (crashed, or its machine did)
+LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
+HOST = socket.gethostname()
+_OPEN: set[str] = set()  # tokens of the ledgers open in this process (a pid alone does not tell them apart)
+DEFAULT_AGENT = "owner"  # the agent (the owner) of every purchase, rental and refusal until agents exist
 
 PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
 PurchaseKind = Literal["rent", "extend", "renew"]
@@ -79,6 +93,22 @@ MIGRATIONS = (
         SELECT 1 FROM purchases AS earlier WHERE earlier.kind = 'rent' AND earlier.rental_id = purchases.rental_id
          AND earlier.purchase_id < purchases.purchase_id));
     """,
+    # Servers sharing the file: who is alive, which process handles a purchase in flight, ledger locks.
+    """
+    ALTER TABLE purchases ADD COLUMN owner TEXT;
+    CREATE TABLE processes (
+        token TEXT PRIMARY KEY,
+        host TEXT NOT NULL,
+        pid INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        heartbeat_at REAL NOT NULL
+    );
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        taken_at REAL NOT NULL
+    );
+    """,
     """
     CREATE TABLE refusals (
         refusal_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,6 +121,10 @@ MIGRATIONS = (
     CREATE INDEX messages_by_return ON messages (returned_at);
     """,
 )
+
+
+class LedgerUnusable(Exception):
+    """The ledger file cannot be used safely (the server refuses to start)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +142,7 @@ class Purchase:
     created_at: float
     source_rental_id: str | None  # the rental it extends, renews or re-rents
     verified: bool  # False: bought by what the balance showed, counted at max_price until its rental is found
+    owner: str | None = None  # the process whose purchase call is handling it, while it runs
 
 
 @dataclass(frozen=True)
@@ -127,7 +162,7 @@ class Charge:
     charged: Decimal
     refunded: Decimal
     created_at: float
-    agent: str = OWNER
+    agent: str = DEFAULT_AGENT
 
 
 @dataclass(frozen=True)
@@ -138,7 +173,7 @@ class Refusal:
     amount: Decimal
     note: str
     created_at: float
-    agent: str = OWNER
+    agent: str = DEFAULT_AGENT
 
 
 @dataclass(frozen=True)
@@ -148,7 +183,7 @@ class RentalRecord:
     rental: Rental
     recorded_at: float
     messages: int
-    agent: str = OWNER
+    agent: str = DEFAULT_AGENT
 
 
 @dataclass(frozen=True)
@@ -158,7 +193,7 @@ class Handover:
     rental_id: str
     received_at: datetime | None
     returned_at: float
-    agent: str = OWNER
+    agent: str = DEFAULT_AGENT
 
     @property
     def delay(self) -> float:
@@ -168,38 +203,137 @@ class Handover:
 
 
 class Ledger:
-    """Async facade over one SQLite connection."""
+    """Async facade over one SQLite connection, registered as one process of the ledger (`owner`)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._limiter = anyio.CapacityLimiter(1)
+        self._locks: dict[str, anyio.Lock] = {}
+        self.owner = secrets.token_hex(8)
+        _OPEN.add(self.owner)
 
     @classmethod
     async def open(cls, path: Path | str) -> Ledger:
         """Open (creating and migrating as needed) the ledger at `path`; `":memory:"` for a throwaway one."""
-        return cls(await anyio.to_thread.run_sync(_connect, str(path)))
+        ledger = cls(await anyio.to_thread.run_sync(_connect, str(path)))
+        await ledger.beat()
+        return ledger
 
     async def close(self) -> None:
-        await self._run(self._db.close)
+        """Unregister this process (what it still held is taken over by the others) and close the file."""
+        _OPEN.discard(self.owner)
+
+        def close() -> None:
+            try:
+                _transaction(self._db, lambda db: _forget(db, self.owner))
+            finally:
+                self._db.close()
+
+        with anyio.CancelScope(shield=True):
+            await self._run(close)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
     @traced_write
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in one immediate transaction (committed, or rolled back if it raises)."""
+        """Run `fn` in one immediate transaction (committed, or rolled back if it or the commit raises)."""
+        return await self._run(lambda: _transaction(self._db, fn))
 
-        def transaction() -> T:
-            self._db.execute("BEGIN IMMEDIATE")
+    # -- Processes and locks ------------------------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Tell the other processes on this ledger that this one is alive (registering it if it was not)."""
+
+        def beat(db: sqlite3.Connection) -> None:
+            now = time.time()
+            if not db.execute("UPDATE processes SET heartbeat_at = ? WHERE token = ?", (now, self.owner)).rowcount:
+                db.execute(
+                    "INSERT INTO processes (token, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)",
+                    (self.owner, HOST, os.getpid(), now, now),
+                )
+
+        await self._write(beat)
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """Hold the ledger lock `name`: one holder at a time among this process's tasks and every process on
+        this ledger. A lock whose holder is gone is taken over (a later ledger may use advisory locks)."""
+        local = self._locks.setdefault(name, anyio.Lock())
+        async with local:
             try:
-                result = fn(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
+                while True:
+                    with anyio.CancelScope(shield=True):  # a lock taken is always known, even if cancelled now
+                        taken = await self._write(lambda db: _take(db, name, self.owner))
+                    if taken:
+                        break
+                    await anyio.sleep(LOCK_POLL)
+                try:
+                    yield
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._write(
+                            lambda db: db.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (name, self.owner))
+                        )
+            finally:
+                if not local.statistics().tasks_waiting:
+                    self._locks.pop(name, None)
 
-        return await self._run(transaction)
+    async def release(self, purchase_id: int) -> None:
+        """This process's purchase call is over: the purchase is no longer in its hands."""
+        await self._write(
+            lambda db: db.execute(
+                "UPDATE purchases SET owner = NULL WHERE purchase_id = ? AND owner = ?", (purchase_id, self.owner)
+            )
+        )
+
+    async def recover_orphans(self, busy: Collection[int], note: str) -> int:
+        """Take over the unsettled purchases no live process is handling: each becomes uncertain (a reserved one
+        with `note`) without an owner, for reconciliation to settle. This process's own purchases are handled
+        while reserved (`busy` lists them only once `reserve` has returned) or in `busy`; an uncertain one
+        outside it kept its owner through a failed `release`. Forgets the processes that are gone. Returns how
+        many purchases were taken over."""
+
+        def recover(db: sqlite3.Connection) -> int:
+            live = _live(db, time.time())
+            rows = db.execute(
+                "SELECT purchase_id, state, owner FROM purchases WHERE state IN ('reserved', 'uncertain')"
+            ).fetchall()
+            taken = 0
+            for purchase_id, state, owner in rows:
+                if owner is None:
+                    orphan = state == "reserved"
+                elif owner == self.owner:
+                    orphan = state == "uncertain" and purchase_id not in busy
+                else:
+                    orphan = owner not in live
+                if orphan:
+                    taken += 1
+                    db.execute(
+                        "UPDATE purchases SET owner = NULL, state = 'uncertain', note = CASE WHEN state = 'reserved'"
+                        " THEN ? ELSE note END WHERE purchase_id = ?",
+                        (note, purchase_id),
+                    )
+            for (token,) in db.execute("SELECT token FROM processes").fetchall():
+                if token not in live:
+                    _forget(db, token)
+            return taken
+
+        return await self._write(recover)
+
+    async def in_other_hands(self, provider: str) -> bool:
+        """Whether another process is handling a purchase of `provider` (until it releases it, or `recover_orphans`
+        finds it gone)."""
+
+        def read() -> bool:
+            row = self._db.execute(
+                "SELECT 1 FROM purchases WHERE provider = ? AND state IN ('reserved', 'uncertain')"
+                " AND owner IS NOT NULL AND owner != ? LIMIT 1",
+                (provider, self.owner),
+            ).fetchone()
+            return row is not None
+
+        return await self._run(read)
 
     # -- Rentals ------------------------------------------------------------------------------------
 
@@ -323,9 +457,9 @@ class Ledger:
         source_rental_id: str | None = None,
         check: Callable[[Decimal, int], None] = lambda _committed, _uncertain: None,
     ) -> int:
-        """Record a purchase intent reserving `amount`, atomically with `check(committed_24h, uncertain_here)`,
-        which may refuse it (uncertain_here: this provider's purchases whose outcome is unknown).
-        `source_rental_id`: the rental it extends, renews or re-rents."""
+        """Record a purchase intent reserving `amount`, handled by this process, atomically with
+        `check(committed_24h, uncertain_here)`, which may refuse it (uncertain_here: this provider's purchases
+        whose outcome is unknown). `source_rental_id`: the rental it extends, renews or re-rents."""
 
         def insert(db: sqlite3.Connection) -> int:
             now = time.time()
@@ -334,9 +468,9 @@ class Ledger:
             ).fetchone()
             check(_committed(db, now), uncertain)
             cursor = db.execute(
-                "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at)"
-                " VALUES (?, ?, ?, ?, ?, 'reserved', ?)",
-                (provider, kind, plan_id, source_rental_id, str(amount), now),
+                "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at,"
+                " owner) VALUES (?, ?, ?, ?, ?, 'reserved', ?, ?)",
+                (provider, kind, plan_id, source_rental_id, str(amount), now, self.owner),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -501,12 +635,27 @@ class Ledger:
 
 _PURCHASE_COLUMNS = (
     "purchase_id, provider, kind, plan_id, rental_id, max_price, price, state, balance_before, note, created_at,"
-    " source_rental_id, verified"
+    " source_rental_id, verified, owner"
 )
 
 
 def _purchase(row: tuple[object, ...]) -> Purchase:
-    pid, provider, kind, plan_id, rental_id, max_price, price, state, before, note, created, source, verified = row
+    (
+        pid,
+        provider,
+        kind,
+        plan_id,
+        rental_id,
+        max_price,
+        price,
+        state,
+        before,
+        note,
+        created,
+        source,
+        verified,
+        owner,
+    ) = row
     return Purchase(
         purchase_id=int(str(pid)),
         provider=str(provider),
@@ -521,6 +670,7 @@ def _purchase(row: tuple[object, ...]) -> Purchase:
         created_at=float(str(created)),
         source_rental_id=None if source is None else str(source),
         verified=bool(verified),
+        owner=None if owner is None else str(owner),
     )
 
 
@@ -551,13 +701,93 @@ def _merge(known: Rental, update: Rental) -> Rental:
     return known.model_copy(update=fields)
 
 
+def _transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn` in one immediate transaction. If `fn` or the COMMIT raises (disk full, I/O error, busy), the
+    transaction is rolled back, so the next one can begin (SQLite may have rolled back already)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(db)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _live(db: sqlite3.Connection, now: float) -> set[str]:
+    """Tokens of the processes still alive: this process's open ledgers, and others whose heartbeat is fresh and,
+    on this host, whose pid still runs (a pid is checked only on POSIX)."""
+    rows = db.execute("SELECT token, host, pid, heartbeat_at FROM processes").fetchall()
+    return {
+        token
+        for token, host, pid, heartbeat_at in rows
+        if token in _OPEN
+        or (now - heartbeat_at <= STALE_AFTER and (host != HOST or (pid != os.getpid() and _running(pid))))
+    }
+
+
+def _running(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # signal 0 would terminate it on Windows: the heartbeat decides there
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
+
+
+def _take(db: sqlite3.Connection, name: str, owner: str) -> bool:
+    """Take the lock `name` for `owner` if it is free, already `owner`'s, or held by a process that is gone."""
+    row = db.execute("SELECT holder FROM locks WHERE name = ?", (name,)).fetchone()
+    if row is not None and row[0] != owner and row[0] in _live(db, time.time()):
+        return False
+    db.execute(
+        "INSERT INTO locks (name, holder, taken_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, taken_at = excluded.taken_at",
+        (name, owner, time.time()),
+    )
+    return True
+
+
+def _forget(db: sqlite3.Connection, token: str) -> None:
+    """A process is gone: its registration and its locks go with it (its purchases are taken over apart)."""
+    db.execute("DELETE FROM processes WHERE token = ?", (token,))
+    db.execute("DELETE FROM locks WHERE holder = ?", (token,))
+
+
 def _connect(path: str) -> sqlite3.Connection:
     if path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10.0)
-    db.execute("PRAGMA journal_mode = WAL")
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if path != ":memory:" and str(mode).lower() != "wal":
+        db.close()
+        raise LedgerUnusable(
+            f"The ledger {path} cannot use SQLite's WAL mode (SQLite kept {mode!r}), so it could not be shared"
+            " safely; put SMSRENT_DATA_DIR on a local disk."
+        )
     db.execute("PRAGMA synchronous = NORMAL")
+    _transaction(db, _migrate)  # under the write lock: two servers starting together migrate once
+    return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
     version = db.execute("PRAGMA user_version").fetchone()[0]
     for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        db.executescript(f"BEGIN IMMEDIATE; {script}; PRAGMA user_version = {number}; COMMIT;")
-    return db
+        for statement in _statements(script):
+            db.execute(statement)
+        db.execute(f"PRAGMA user_version = {number}")
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a migration script (`executescript` would commit the transaction it runs in)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return [*statements, pending.strip()] if pending.strip() else statements

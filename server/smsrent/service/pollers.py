@@ -191,12 +191,15 @@ class GetatextPoller(Poller):
         store: StoreReceipt,
         store_messages: Store,
         pushed: Callable[[], bool],
+        failed: Callable[[Exception], float],
         concurrency: int = 4,
     ) -> None:
+        """`failed` hears of a poll's unexpected exception (the supervisor's) and says how long that rental's
+        polls pause."""
         super().__init__(provider.name, waiting, schedule)
         self.provider = provider
         self.requests = RateWindow(5, 1.0)  # the account ceiling: 5 status requests a second
-        self._store, self._store_messages, self._pushed = store, store_messages, pushed
+        self._store, self._store_messages, self._pushed, self._failed = store, store_messages, pushed, failed
         self._due: dict[str, float] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
 
@@ -236,3 +239,5 @@ class GetatextPoller(Poller):
                 self._due[rental_id] = time.monotonic() + self.rate_limited(err)
             except ProviderError as err:
                 log.warning("%s poll of %s failed: %s", self.name, rental_id, err.message)
+            except Exception as err:  # one rental's surprise must not cancel the other rentals' polls
+                self._due[rental_id] = time.monotonic() + self._failed(err)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -48,7 +49,15 @@ from smsrent.providers.base import Provider
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import DAY, Ledger, Purchase, PurchaseKind, StoredMessage
+from smsrent.service.ledger import (
+    DAY,
+    HEARTBEAT_EVERY,
+    STALE_AFTER,
+    Ledger,
+    Purchase,
+    PurchaseKind,
+    StoredMessage,
+)
 
 log = logging.getLogger("smsrent.rentals")
 T = TypeVar("T")
@@ -106,8 +115,6 @@ class Rentals:
         self.guard = guard
         self.settle_after = settle_after
         self._inflight: dict[int, str] = {}  # purchase id -> provider, while its call runs
-        self._serial = {name: anyio.Lock() for name in self.providers}
-        self._settling = {name: anyio.Lock() for name in self.providers}
         self._plans: dict[str, tuple[float, list[Plan]]] = {}
         self.observers: list[Callable[[Sequence[Message]], Awaitable[None]]] = []
 
@@ -349,6 +356,8 @@ class Rentals:
                 return await self._execute(provider, purchase_id, call, price, max_price)
             finally:
                 del self._inflight[purchase_id]
+                with anyio.CancelScope(shield=True):
+                    await self._release(purchase_id)
 
     async def _reserve(
         self,
@@ -380,9 +389,29 @@ class Rentals:
             await self.ledger.note_refusal(provider=provider, amount=max_price, note=err.message)
             raise
 
+    async def _release(self, purchase_id: int) -> None:
+        """Hand a purchase whose call is over to whoever reconciles it; if the ledger cannot say so now, the
+        next `recover` does (the purchase is no longer in `_inflight`)."""
+        try:
+            await self.ledger.release(purchase_id)
+        except sqlite3.Error as err:
+            log.warning("could not release purchase %d in the ledger (%s); recovery will", purchase_id, err)
+
     def _purchase_lock(self, provider: Provider) -> AbstractAsyncContextManager[object]:
-        """Getatext purchases run one at a time: its only way to settle an unknown outcome is the balance."""
-        return self._serial[provider.name] if isinstance(provider, GetatextProvider) else nullcontext()
+        """Getatext purchases run one at a time, across every process on this ledger: its only way to settle an
+        unknown outcome is the balance."""
+        if isinstance(provider, GetatextProvider):
+            return self.ledger.lock(f"purchase:{provider.name}")
+        return nullcontext()
+
+    def _settle_lock(self, provider_name: str) -> AbstractAsyncContextManager[None]:
+        """One reconciliation per provider at a time, across every process on this ledger."""
+        return self.ledger.lock(f"settle:{provider_name}")
+
+    async def _in_flight(self, provider_name: str, own: int | None = None) -> bool:
+        """Whether a purchase call on this provider (other than `own`) is under way, here or in another process."""
+        here = any(name == provider_name and pid != own for pid, name in self._inflight.items())
+        return here or await self.ledger.in_other_hands(provider_name)
 
     async def _execute(
         self,
@@ -458,19 +487,36 @@ class Rentals:
 
     # -- Reconciliation -------------------------------------------------------------------------------
 
-    async def recover(self) -> None:
-        """At start-up, before any purchase: what a previous process left reserved has an unknown outcome."""
-        for purchase in await self.ledger.unsettled():
-            if purchase.state == "reserved":
-                await self.ledger.settle(purchase.purchase_id, "uncertain", note="the server stopped mid-purchase")
+    async def recover(self) -> int:
+        """What a process that is gone left mid-purchase (this one's predecessor, or another server on this data
+        dir that died) has an unknown outcome: uncertain, for reconciliation to settle. Purchases a live process
+        is handling are left to it. Returns how many were taken over."""
+        taken = await self.ledger.recover_orphans(self._inflight, note="the server stopped mid-purchase")
+        if taken:
+            log.warning("took over %d purchase(s) left unsettled by a server that stopped", taken)
+        return taken
+
+    async def heartbeat(self, every: float = HEARTBEAT_EVERY) -> None:
+        """Until cancelled: tell the other processes on this ledger that this one is alive, and settle what those
+        that are gone left mid-purchase. After a gap in this process's own beats (a suspended machine) the others
+        are not judged at once: their beats paused too."""
+        last = time.time()
+        while True:
+            await self.ledger.beat()
+            now = time.time()
+            if now - last < every + STALE_AFTER / 2 and await self.recover():
+                await self.reconcile_all()
+            last = now
+            await anyio.sleep(every)
 
     async def reconcile_all(self) -> None:
-        """Settle every provider's uncertain purchases (at start-up, in the background)."""
+        """Settle every provider's uncertain purchases (in the background: at start-up, and when a server that died
+        left some)."""
         for name in self.providers:
             try:
                 await self.reconcile(name)
             except ProviderError as err:
-                log.warning("start-up reconciliation with %s failed: %s", name, err.message)
+                log.warning("background reconciliation with %s failed: %s", name, err.message)
 
     async def reconcile(self, provider_name: str) -> list[tuple[Purchase, Rental | None]]:
         """Settle this provider's uncertain purchases from what it reports; returns what was settled."""
@@ -481,11 +527,14 @@ class Rentals:
             return await self._settle_uncertain(provider)
 
     async def _uncertain(self, provider_name: str, own: int | None = None) -> list[Purchase]:
-        """Uncertain purchases to settle: not those a purchase call is still handling, except the caller's `own`."""
+        """Uncertain purchases to settle: not those a purchase call is still handling (in this process, or in
+        another that owns it), except the caller's `own`."""
         return [
             p
             for p in await self.ledger.unsettled(provider_name)
-            if p.state == "uncertain" and (p.purchase_id == own or p.purchase_id not in self._inflight)
+            if p.state == "uncertain"
+            and p.owner in (None, self.ledger.owner)
+            and (p.purchase_id == own or p.purchase_id not in self._inflight)
         ]
 
     async def _settle_uncertain(
@@ -494,10 +543,9 @@ class Rentals:
         """Settle what `_uncertain` lists, one reconciliation per provider at a time (so two never match the same
         rental); the caller holds the purchase lock."""
         settled: list[tuple[Purchase, Rental | None]] = []
-        async with self._settling[provider.name]:
+        async with self._settle_lock(provider.name):
             pending = await self._uncertain(provider.name, own)
-            others = [pid for pid, name in self._inflight.items() if name == provider.name and pid != own]
-            if not pending or others:
+            if not pending or await self._in_flight(provider.name, own):
                 return []  # with other purchases on their way, a new rental could be theirs: settle later
             # Not the purchase's: rentals other purchases bought, and rentals known before it was made. A rental
             # recorded since (adopted by list_rentals while the purchase was in flight) may well be its own.
@@ -555,7 +603,7 @@ class Rentals:
         ref = parse_rental_id(rental_id)
         if ref.long or ref.provider != "getatext":
             return None
-        async with self._settling[ref.provider]:  # purchases are settled only under this lock
+        async with self._settle_lock(ref.provider):  # purchases are settled only under this lock
             orphans = await self._orphans(ref.provider)
             if not orphans:
                 return None
@@ -567,8 +615,7 @@ class Rentals:
                 if _same_service(p.plan_id, found.service)
                 and (found.ends_at is None or found.ends_at.timestamp() > p.created_at)
             ]
-            in_flight = any(name == ref.provider for name in self._inflight.values())
-            if len(candidates) != 1 or in_flight or await self._reserved(ref.provider):
+            if len(candidates) != 1 or await self._in_flight(ref.provider) or await self._reserved(ref.provider):
                 return None
             (purchase,) = candidates
             rental = await self.ledger.save_rental(
@@ -713,24 +760,49 @@ class Rentals:
         return plan.price if plan else None
 
     async def set_auto_renew(self, rental_id: str, enabled: bool) -> Outcome:
-        """Set auto-renewal to the wanted state (GotSMS toggles only when the state differs)."""
+        """Set auto-renewal to the wanted state (GotSMS only flips it: see `_switch_renewal`)."""
         if enabled:
             self.guard.check_auto_renew()
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
         if isinstance(provider, GotSmsProvider):
-            current = (await provider.get_rental(ref)).rental
-            if current.auto_renew is not enabled and await provider.toggle_renewal(ref.local_id) is not enabled:
-                raise ProviderRejected(
-                    f"GotSMS did not set auto-renew to {enabled}; check the rental with list_rentals.",
-                    provider=provider.name,
-                )
-            return Outcome(await self.ledger.save_rental(_with(current, auto_renew=enabled)))
+            await self.rental(ref)
+            async with self.ledger.lock(f"rental:{ref}"):  # two switches at once would undo each other
+                return await self._switch_renewal(provider, ref, enabled)
         if isinstance(provider, GetatextProvider) and ref.long:
             await self.rental(ref)
             receipt = await provider.update_long_rental(ref.local_id, "auto_renew", auto_renew=enabled)
             return Outcome(await self.record(receipt))
         raise Unsupported("Only GotSMS monthly rents and Getatext long rentals can auto-renew.")
+
+    async def _switch_renewal(self, provider: GotSmsProvider, ref: Ref, enabled: bool) -> Outcome:
+        """Flip GotSMS auto-renewal if the rent list shows the other state; never from a state it does not show.
+        A flip that lands on the wrong state (it was changed elsewhere since it was read) is flipped back, and
+        the ledger keeps the state the provider last reported."""
+        wanted = "on" if enabled else "off"
+        current = (await provider.get_rental(ref)).rental
+        if current.auto_renew is None:
+            raise ProviderError(
+                f"GotSMS does not show whether auto-renew is on for {ref}, and it can only flip it, so nothing was"
+                f" changed; turn it {wanted} on the GotSMS website.",
+                provider=provider.name,
+            )
+        if current.auto_renew is enabled:
+            return Outcome(await self.ledger.save_rental(current))
+        landed = await provider.toggle_renewal(ref.local_id)
+        if landed is enabled:
+            return Outcome(await self.ledger.save_rental(_with(current, auto_renew=landed)))
+        after = (await provider.get_rental(ref)).rental.auto_renew
+        if after is not None and after is not enabled:
+            after = await provider.toggle_renewal(ref.local_id)  # flip back what this call flipped
+        saved = await self.ledger.save_rental(_with(current, auto_renew=after))
+        if after is enabled:
+            return Outcome(saved, f"GotSMS first answered that auto-renew was {_on_off(landed)}; it is {wanted} now.")
+        raise ProviderError(
+            f"GotSMS did not turn auto-renew {wanted} for {ref} (it is {_on_off(after)} now); check it with"
+            " list_rentals before trying again.",
+            provider=provider.name,
+        )
 
     async def finish(self, rental_id: str) -> Outcome:
         """Mark a Getatext one-time rental completed (the code was used)."""
@@ -817,6 +889,10 @@ def _given_back(provider: Provider, rental: Rental) -> bool:
 
 def _with(rental: Rental, **changes: object) -> Rental:
     return rental.model_copy(update=changes)
+
+
+def _on_off(state: bool | None) -> str:
+    return "unknown" if state is None else "on" if state else "off"
 
 
 def _same_service(plan_id: str | None, service: str | None) -> bool:
