@@ -184,7 +184,7 @@ async def test_a_server_starting_while_the_other_buys_does_not_settle_that_purch
                 while_in_flight = w.query("SELECT state, note FROM purchases")
         after = w.query("SELECT state, rental_id FROM purchases")
     assert while_in_flight == [("reserved", None)]
-    assert listed["stale"] == []
+    assert "stale" not in listed  # every provider answered the refresh
     (rent_id,) = gotsms_sandbox.rents
     assert after == [("bought", f"gotsms:{rent_id}")]
     assert bought["rental"]["rental_id"] == f"gotsms:{rent_id}"
