@@ -1,4 +1,5 @@
-"""`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`)."""
+"""`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`); `smsrent-mcp report` prints
+spend, outcomes and delivery figures from the ledger."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from pydantic import ValidationError
 from smsrent import __version__
 from smsrent.config import Settings
 from smsrent.mcp.app import App, create_app
+from smsrent.observe.report import parse_duration, run_report
+from smsrent.observe.tracing import JsonFormatter, export_traces
 from smsrent.service.ledger import LedgerUnusable
 
 log = logging.getLogger("smsrent")
@@ -38,7 +41,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="where the ledger lives (SMSRENT_DATA_DIR)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (SMSRENT_LOG_LEVEL)")
     parser.add_argument("--version", action="version", version=f"smsrent {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands (none: run the server)")
+    report = commands.add_parser(
+        "report",
+        help="spend, purchase and rental outcomes, code delivery times",
+        description="Spend by provider and agent against the budget, purchases and rentals by outcome, code delivery"
+        " p50/p95 and the refund rate, from the ledger of the configured data dir.",
+    )
+    report.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
+    report.add_argument("--agent", help="only this agent (every figure is the owner's until agents exist)")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
+    report.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
     return parser.parse_args(argv)
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -51,10 +72,12 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def configure_logging(level: str) -> None:
-    """Human-readable logs on stderr (stdout is the protocol channel in stdio mode)."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Logs on stderr (stdout is the protocol channel in stdio mode): human-readable lines, or one JSON object per
+    line with the trace id."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    text = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     handler.setLevel(level)  # a client's logging/setLevel may lower the smsrent logger, never stderr's level
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -70,7 +93,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
         sys.exit(f"smsrent-mcp: invalid configuration: {problems}")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "report":
+        try:
+            sys.stdout.write(anyio.run(run_report, settings, args.since, args.agent, args.format))
+        except LedgerUnusable as err:
+            sys.exit(f"smsrent-mcp: {err}")
+        return
+    export_traces(settings.otel_endpoint)
     if settings.webhook_port is not None and settings.webhook_secret is None:
         sys.exit("smsrent-mcp: SMSRENT_WEBHOOK_PORT needs SMSRENT_WEBHOOK_SECRET (the webhook's secret path).")
     app = create_app(settings)

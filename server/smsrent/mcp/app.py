@@ -24,6 +24,7 @@ from smsrent.mcp.logs import ClientLogs
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import Subscriptions
 from smsrent.mcp.webhook import webhook_app
+from smsrent.observe.metrics import Metrics
 from smsrent.providers.base import Provider
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
@@ -126,6 +127,7 @@ class App:
     webhook_secret: SecretStr | None
     sandbox: bool
     supervisor: Supervisor
+    metrics: Metrics
 
 
 def create_app(
@@ -137,6 +139,7 @@ def create_app(
     sandbox = providers is None and settings.use_sandbox
     factory = providers or (sandbox_providers if sandbox else lambda: configured_providers(settings))
     runtime = Runtime()
+    metrics = Metrics()
     subscriptions = Subscriptions()
     client_logs = ClientLogs(logging.getLevelNamesMapping()[settings.log_level])
     webhook_secret = settings.webhook_secret or (SecretStr(secrets.token_urlsafe(16)) if sandbox else None)
@@ -156,6 +159,7 @@ def create_app(
             rentals = Rentals(built.adapters, ledger, guard, settle_after=settings.settle_after)
             delivery = Delivery(rentals, supervisor=supervisor)
             rentals.observers.append(subscriptions.messages_arrived)
+            metrics.watch(built.adapters, delivery)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
             for sandbox_server in built.sandboxes:
                 if isinstance(sandbox_server, GetatextSandbox) and webhook_secret is not None:
@@ -191,4 +195,4 @@ def create_app(
     client_logs.install(mcp)
     tools.register(mcp, allow=tools.reads_only if settings.read_only else None)
     resources.register(mcp, runtime)
-    return App(mcp, runtime, settings, webhook_secret, sandbox, supervisor)
+    return App(mcp, runtime, settings, webhook_secret, sandbox, supervisor, metrics)

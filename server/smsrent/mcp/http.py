@@ -1,18 +1,22 @@
-"""The streamable HTTP transport: `/mcp`, `/healthz`, and the Getatext webhook.
+"""The streamable HTTP transport: `/mcp`, `/healthz`, the Getatext webhook, and the owner's `/metrics` and
+`/dashboard` (see `smsrent.mcp.observe`).
 
 Every bind keeps the SDK's DNS-rebinding protection (Host and Origin checks). Loopback binds accept the
 loopback names (the SDK's own list) and the bound address. Other binds need SMSRENT_HTTP_TOKEN (then every
-request but the webhook, which has its own secret path, must carry it) and accept the bound host plus
-SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0). Request bodies above a small
-limit are refused with 413 before anything reads them.
+request but the webhook, which has its own secret path, and the dashboard's static files must carry it) and
+accept the bound host plus SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0). Request
+bodies above a small limit are refused with 413 before anything reads them, and a credential in a query
+string is refused everywhere.
 """
 
 from __future__ import annotations
 
 import hmac
 from ipaddress import ip_address
+from urllib.parse import parse_qsl
 
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.requests import Request
@@ -20,10 +24,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smsrent import __version__
+from smsrent.mcp import observe
 from smsrent.mcp.app import App
+from smsrent.mcp.observe import PUBLIC_PATHS
 from smsrent.mcp.webhook import MAX_BODY, webhook_route
 
 MCP_PATH = "/mcp"
+CREDENTIAL_PARAMS = frozenset(
+    {"token", "access_token", "api_key", "apikey", "key", "auth", "authorization", "bearer", "password", "secret"}
+)
 WEBHOOK_PREFIX = "/webhooks/"
 WILDCARDS = ("0.0.0.0", "::", "[::]")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what the SDK allows on its own loopback binds
@@ -61,13 +70,14 @@ def http_app(app: App, host: str) -> ASGIApp:
     app.mcp.custom_route("/healthz", methods=["GET"])(healthz)
     route = webhook_route(app.runtime, app.settings, app.webhook_secret)
     app.mcp.custom_route(route.path, methods=["POST"])(route.endpoint)
+    observe.add_routes(app)
     starlette: Starlette = app.mcp.streamable_http_app(
         streamable_http_path=MCP_PATH, host=host, transport_security=security
     )
-    limited = BodyLimit(starlette)
+    guarded = NoCredentialInUrl(BodyLimit(starlette), token)
     if token is None:
-        return limited
-    return BearerToken(limited, token.get_secret_value())  # outermost: no body is read for a stranger
+        return guarded
+    return BearerToken(guarded, token.get_secret_value())  # outermost: no body is read for a stranger
 
 
 def _allowlist(host: str, extra: tuple[str, ...]) -> TransportSecuritySettings:
@@ -143,9 +153,40 @@ def _too_large(limit: int) -> Response:
     return JSONResponse({"error": "request body too large", "max_bytes": limit}, status_code=413)
 
 
+class NoCredentialInUrl:
+    """A request whose query string carries a credential (a parameter named like one, or the token itself) is
+    refused with 400 on every route but the webhook's: URLs end up in logs, browser history and Referer headers."""
+
+    def __init__(self, app: ASGIApp, token: SecretStr | None) -> None:
+        self.app = app
+        self._token = None if token is None else token.get_secret_value()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        leaked = any(name.lower() in CREDENTIAL_PARAMS or value == self._token for name, value in query)
+        if scope["type"] == "http" and leaked and not scope["path"].startswith(WEBHOOK_PREFIX):
+            response = JSONResponse(
+                {
+                    "error": "credential in URL",
+                    "detail": "credentials are refused in the query string; send Authorization: Bearer"
+                    " <SMSRENT_HTTP_TOKEN> instead, and change the token if this URL was shared or logged",
+                },
+                status_code=400,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _exempt(path: str) -> bool:
+    """The routes a request reaches without the token: the webhook (its secret path is its credential) and the
+    dashboard's static page and assets (a browser cannot add a header to a page it opens)."""
+    return path.startswith(WEBHOOK_PREFIX) or path in PUBLIC_PATHS
+
+
 class BearerToken:
-    """Every request (but the webhook's, which has its own secret path) must carry
-    `Authorization: Bearer <SMSRENT_HTTP_TOKEN>`."""
+    """Every request (but the webhook's, which has its own secret path, and the dashboard's static page and
+    assets) must carry `Authorization: Bearer <SMSRENT_HTTP_TOKEN>`."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
@@ -156,7 +197,7 @@ class BearerToken:
         return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = scope["type"] == "http" and not scope["path"].startswith(WEBHOOK_PREFIX)
+        guarded = scope["type"] == "http" and not _exempt(scope["path"])
         if guarded and not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
             response = JSONResponse(
                 {"error": "unauthorized", "detail": "send Authorization: Bearer <SMSRENT_HTTP_TOKEN>"},

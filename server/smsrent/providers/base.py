@@ -42,6 +42,7 @@ from smsrent.domain.errors import (
 )
 from smsrent.domain.ids import ProviderName, Ref
 from smsrent.domain.models import Balance, Message, Plan, Receipt
+from smsrent.providers.observed import ObservedTransport, RequestObserver, Routes
 
 log = logging.getLogger("smsrent.providers")
 T = TypeVar("T")
@@ -104,6 +105,7 @@ class HttpProvider:
     name: ClassVar[ProviderName]
     display_name: ClassVar[str]
     credential_env: ClassVar[str]
+    routes: ClassVar[Routes] = Routes(())  # the API's route templates, for metrics and spans
 
     def __init__(
         self,
@@ -119,15 +121,24 @@ class HttpProvider:
         self.sandbox = sandbox
         self.retry = retry
         self._secrets = secrets
+        self.request_observers: list[RequestObserver] = []  # each finished request, e.g. for the metrics
+        # Drop idle connections before common servers do (uvicorn after 5 s): reusing one the server is
+        # closing fails with a ReadError, which a poller would see as a failed tick.
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
+        observed = ObservedTransport(
+            transport or httpx.AsyncHTTPTransport(limits=limits),
+            provider=self.name,
+            routes=self.routes,
+            base_url=base_url,
+            observers=self.request_observers,
+        )
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Accept": "application/json", "User-Agent": USER_AGENT, **headers},
             timeout=timeout,
-            transport=transport,
+            transport=observed,
             follow_redirects=False,
-            # Drop idle connections before common servers do (uvicorn after 5 s): reusing one the server is
-            # closing fails with a ReadError, which a poller would see as a failed tick.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
+            limits=limits,
         )
 
     @property

@@ -40,6 +40,7 @@ from smsrent.providers.base import (
     flatten_errors,
     parse_each,
 )
+from smsrent.providers.observed import Routes
 
 DEFAULT_BASE_URL = "https://getatext.com"
 DEFAULT_TIMEZONE: tzinfo = timezone(timedelta(hours=-4))
@@ -99,6 +100,21 @@ class GetatextProvider(HttpProvider):
     name = "getatext"
     display_name = "Getatext"
     credential_env = "GETATEXT_API_KEY"
+    routes = Routes(
+        (
+            "/api/v1/balance",
+            "/api/v1/prices-info",
+            "/api/v1/rent-a-number",
+            "/api/v1/cancel-rental",
+            "/api/v1/re-rent",
+            "/api/v1/rental-status",
+            "/api/v1/rental-status/{id}/completed",
+            "/api/v1/long-rentals",
+            "/api/v1/long-rentals/{id}/update",
+            "/api/v1/long-rentals/{id}/messages",
+            "/stubs/handler_api",
+        )
+    )
 
     def __init__(
         self,

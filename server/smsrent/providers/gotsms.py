@@ -27,6 +27,7 @@ from smsrent.domain.models import (
 )
 from smsrent.domain.values import to_bool, to_datetime, to_e164, to_int, to_money, to_text
 from smsrent.providers.base import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpProvider, RetryPolicy, fingerprint, parse_each
+from smsrent.providers.observed import Routes
 
 DEFAULT_BASE_URL = "https://app.gotsms.org/api"
 MAX_PAGES = 200
@@ -48,6 +49,23 @@ class GotSmsProvider(HttpProvider):
     name = "gotsms"
     display_name = "GotSMS"
     credential_env = "GOTSMS_API_TOKEN"
+    routes = Routes(
+        (
+            "/pricelist",
+            "/account",
+            "/services",
+            "/rents",
+            "/rents/plans",
+            "/rents/{id}/transition",
+            "/rents/{id}/renewal/toggle",
+            "/rents/{id}/refund",
+            "/messages",
+            "/messages/unread",
+            "/numbers/{id}/wake-up",
+            "/numbers/{id}/messages",
+            "/numbers/{id}/status",
+        )
+    )
 
     def __init__(
         self,

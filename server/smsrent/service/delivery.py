@@ -71,6 +71,7 @@ class Delivery:
         self._awake: dict[str, _Awake] = {}
         self._wake_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self.pollers: dict[str, Poller] = {}
+        self.handover_observers: list[Callable[[Message, float], None]] = []  # (message, when a waiter got it)
         rentals.observers.append(self._wake_waiters)
         schedule = schedule or Schedule()
         for provider in rentals.providers.values():
@@ -136,6 +137,20 @@ class Delivery:
 
     # -- Waiting ------------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        """`wait_for_code` calls waiting right now."""
+        return sum(self._waiters.values())
+
+    async def _claim(self, rental_id: str) -> Message | None:
+        """The rental's next message through its cursor, handed over now (the observers hear when)."""
+        at = time.time()
+        message = await self.ledger.claim_next(rental_id, at=at)
+        if message is not None:
+            for observer in self.handover_observers:
+                observer(message, at)
+        return message
+
     async def wait(self, rental_id: str, seconds: float, progress: Progress | None = None) -> WaitResult:
         """The next message of this rental not returned before, waiting at most `seconds`."""
         ref = parse_rental_id(rental_id)
@@ -167,7 +182,7 @@ class Delivery:
             signal = self._signals.setdefault(key, anyio.Event())
             waited = time.monotonic() - started
             with anyio.CancelScope(shield=True):  # a claimed message must reach the caller, never vanish
-                message = await self.ledger.claim_next(key)
+                message = await self._claim(key)
                 rental = await self.ledger.rental(key) or rental
             if message is not None:
                 return WaitResult("code_received", rental, waited, message, self._phase(key))
@@ -190,7 +205,7 @@ class Delivery:
         except ProviderError as err:
             log.info("last look at %s failed: %s", rental_id, err.message)
         with anyio.CancelScope(shield=True):
-            message = await self.ledger.claim_next(rental_id)
+            message = await self._claim(rental_id)
         outcome: WaitOutcome = "code_received" if message is not None else "rental_ended"
         return WaitResult(outcome, rental, waited, message, self._phase(rental_id))
 

@@ -13,8 +13,8 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,6 +24,7 @@ import anyio
 
 from smsrent.domain.errors import (
     CancelNotAllowed,
+    GuardRefusal,
     InvalidInput,
     NotConfigured,
     ProviderError,
@@ -278,7 +279,8 @@ class Rentals:
         the provider lists right now."""
         if (plan_id is None) == (service is None):
             raise InvalidInput("Give either plan_id (from list_plans) or service (optionally with country), not both.")
-        self.guard.check_cap(max_price)
+        async with self._refusal_noted(provider, max_price):
+            self.guard.check_cap(max_price)
         if plan_id is not None:
             ref = parse_plan_id(plan_id)
             if provider is not None and provider != ref.provider:
@@ -303,13 +305,15 @@ class Rentals:
                 f"{plan.plan_id} has no published price, so it cannot be bought under a price cap; the owner can set"
                 " GETATEXT_LONG_RENTAL_PRICES from the Getatext website."
             )
-        self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        async with self._refusal_noted(plan.provider, max_price):
+            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
         return plan
 
     async def buy(self, plan: Plan, max_price: Decimal) -> Outcome:
         """Rent a number on `plan` (already quoted), spending at most `max_price`."""
         assert plan.price is not None
-        self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        async with self._refusal_noted(plan.provider, max_price):
+            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
         provider = self.provider(plan.provider)
         ref = parse_plan_id(plan.plan_id)
         outcome = await self._spend(provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id)
@@ -344,13 +348,8 @@ class Rentals:
             # Still unsettled: the reservation below refuses, saying why.
             log.warning("could not reconcile %s before buying: %s", provider.name, err.message)
         async with self._purchase_lock(provider):
-            purchase_id = await self.ledger.reserve(
-                provider=provider.name,
-                kind=kind,
-                amount=max_price,
-                plan_id=plan_id,
-                source_rental_id=source_rental_id,
-                check=self.guard.daily_check(max_price, provider.display_name),
+            purchase_id = await self._reserve(
+                provider, kind, max_price, plan_id=plan_id, source_rental_id=source_rental_id
             )
             self._inflight[purchase_id] = provider.name
             try:
@@ -359,6 +358,36 @@ class Rentals:
                 del self._inflight[purchase_id]
                 with anyio.CancelScope(shield=True):
                     await self._release(purchase_id)
+
+    async def _reserve(
+        self,
+        provider: Provider,
+        kind: PurchaseKind,
+        max_price: Decimal,
+        *,
+        plan_id: str | None,
+        source_rental_id: str | None,
+    ) -> int:
+        """Reserve `max_price` for a purchase, atomically with the daily budget check."""
+        async with self._refusal_noted(provider.name, max_price):
+            return await self.ledger.reserve(
+                provider=provider.name,
+                kind=kind,
+                amount=max_price,
+                plan_id=plan_id,
+                source_rental_id=source_rental_id,
+                check=self.guard.daily_check(max_price, provider.display_name),
+            )
+
+    @asynccontextmanager
+    async def _refusal_noted(self, provider: str | None, max_price: Decimal) -> AsyncIterator[None]:
+        """A money-guard refusal of a purchase of up to `max_price` is recorded in the ledger (for the figures and
+        the audit), then raised."""
+        try:
+            yield
+        except GuardRefusal as err:
+            await self.ledger.note_refusal(provider=provider, amount=max_price, note=err.message)
+            raise
 
     async def _release(self, purchase_id: int) -> None:
         """Hand a purchase whose call is over to whoever reconciles it; if the ledger cannot say so now, the
@@ -663,8 +692,9 @@ class Rentals:
     async def extension(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Extension:
         """What extending a rental would buy and cost (reads only): a GotSMS move to the longer `plan_id`, a
         Getatext long-rental renewal, or a Getatext re-rent of the same number."""
-        self.guard.check_cap(max_price)
         ref = parse_rental_id(rental_id)
+        async with self._refusal_noted(ref.provider, max_price):
+            self.guard.check_cap(max_price)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
         target: Plan | None = None
@@ -684,14 +714,16 @@ class Rentals:
             raise Unsupported(f"{provider.display_name} cannot extend rentals.")
         if price is None:
             raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
-        self.guard.check_price(price, max_price, f"extending {ref}")
+        async with self._refusal_noted(ref.provider, max_price):
+            self.guard.check_price(price, max_price, f"extending {ref}")
         return Extension(ref, rental, price, target)
 
     async def extend_quoted(self, extension: Extension, max_price: Decimal) -> Outcome:
         """Buy an extension already quoted (and, where needed, approved)."""
         ref, rental, price, target = extension.ref, extension.rental, extension.price, extension.plan
         provider = self.provider(ref.provider)
-        self.guard.check_price(price, max_price, f"extending {ref}")
+        async with self._refusal_noted(ref.provider, max_price):
+            self.guard.check_price(price, max_price, f"extending {ref}")
         if isinstance(provider, GotSmsProvider) and target is not None:
             plan_uuid = parse_plan_id(target.plan_id).local_id
             outcome = await self._spend(
