@@ -23,7 +23,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import Context
-from pydantic import AnyHttpUrl
+from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -41,6 +41,8 @@ REQUIRED_SCOPE = f"{SCOPE_PREFIX}read"
 # AuthSettings requires an issuer URL even where no authorization server exists; without a resource URL the SDK
 # serves no metadata and shows this nowhere.
 NO_ISSUER = "http://127.0.0.1"
+# URLs as configured: an issuer is compared as an exact string (RFC 8414), so no trailing slash is added.
+_URL = TypeAdapter(AnyHttpUrl, config=ConfigDict(url_preserve_empty_path=True))
 
 
 class PrincipalToken(AccessToken):
@@ -134,8 +136,8 @@ def auth_settings(settings: Settings) -> AuthSettings | None:
         return None
     resource = resource_url(settings)
     return AuthSettings(
-        issuer_url=AnyHttpUrl(settings.oauth_issuer or NO_ISSUER),
-        resource_server_url=None if resource is None else AnyHttpUrl(resource),
+        issuer_url=_URL.validate_python(settings.oauth_issuer or NO_ISSUER),
+        resource_server_url=None if resource is None else _URL.validate_python(resource),
         required_scopes=[REQUIRED_SCOPE],
         validate_token_resource=False,  # the JWT verifier checks `aud`; keys and the owner token have none
     )
@@ -149,8 +151,8 @@ def metadata_routes(settings: Settings) -> list[Route]:
     if resource is None or settings.oauth_issuer is None:
         return []
     (route,) = create_protected_resource_routes(
-        resource_url=AnyHttpUrl(resource),
-        authorization_servers=[AnyHttpUrl(settings.oauth_issuer)],
+        resource_url=_URL.validate_python(resource),
+        authorization_servers=[_URL.validate_python(settings.oauth_issuer)],
         scopes_supported=[f"{SCOPE_PREFIX}{scope}" for scope in SCOPES],
         resource_name="smsrent",
     )
@@ -186,7 +188,7 @@ def unauthorized(settings: Settings, route: str) -> JSONResponse:
     challenge = f'Bearer error="invalid_token", error_description="{route} needs a credential"'
     resource = resource_url(settings)
     if resource is not None:
-        challenge += f', resource_metadata="{build_resource_metadata_url(AnyHttpUrl(resource))}"'
+        challenge += f', resource_metadata="{build_resource_metadata_url(_URL.validate_python(resource))}"'
     return JSONResponse(
         {"error": "unauthorized", "detail": f"{route} needs Authorization: Bearer <credential>"},
         status_code=401,

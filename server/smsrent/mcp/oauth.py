@@ -44,7 +44,7 @@ class TokenClaims:
 
     subject: str
     scopes: frozenset[Scope]
-    expires_at: int
+    expires_at: int  # the last second it is accepted: `exp` plus the leeway (the SDK refuses it after that)
 
 
 class IssuerUnavailable(Exception):
@@ -95,7 +95,7 @@ class JwtVerifier:
         subject = claims["sub"]
         if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT or not subject.isprintable():
             raise ValueError(f"sub must be a string of 1 to {MAX_SUBJECT} printable characters")
-        return TokenClaims(subject, token_scopes(claims), int(claims["exp"]))
+        return TokenClaims(subject, token_scopes(claims), int(claims["exp"]) + LEEWAY)
 
     async def _key(self, kid: str) -> jwt.PyJWK | None:
         """The issuer's key `kid`, refetching the JWKS if it is unknown and the last fetch is a minute old."""
