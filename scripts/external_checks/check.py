@@ -94,6 +94,23 @@ def cmd_tools(path: str, *expected: str) -> None:
     print(f"{len(names)} tools: {', '.join(names)}")
 
 
+def cmd_tools_only(path: str, *expected: str) -> None:
+    """tools/list names exactly `expected` (a credential's scopes leave the other tools out)."""
+    names = tool_names(path)
+    if sorted(names) != sorted(expected):
+        fail(f"tools/list should name exactly {sorted(expected)}; got {sorted(names)}")
+    print(f"{len(names)} tools, as the scopes allow: {', '.join(names)}")
+
+
+def cmd_scope_refusal(path: str, tool: str, scope: str) -> None:
+    """A call outside the credential's scopes is a tool error naming the scope."""
+    result = load(path)
+    text = " ".join(block.get("text", "") for block in result.get("content") or [])
+    if result.get("isError") is not True or f"{tool} needs the {scope} scope" not in text:
+        fail(f"{tool}: expected a tool error naming the {scope} scope, got {json.dumps(result)[:400]}")
+    print(f"isError=true: {text}")
+
+
 def cmd_manifest_tools(manifest: str, path: str) -> None:
     declared = {tool["name"] for tool in json.loads(Path(manifest).read_text()).get("tools", [])}
     served = set(tool_names(path))
@@ -317,6 +334,8 @@ def cmd_bundle(archive: str, manifest: str, extract_to: str) -> None:
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "tools": cmd_tools,
+    "tools-only": cmd_tools_only,
+    "scope-refusal": cmd_scope_refusal,
     "manifest-tools": cmd_manifest_tools,
     "balance": cmd_balance,
     "resource": cmd_resource,

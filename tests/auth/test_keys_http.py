@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import pytest
+from mcp import Client, MCPError
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context
+from mcp.types import ElicitResult, InputRequiredResult
 
 from smsrent import agents
 from smsrent.agents import CHECK_EVERY
@@ -243,3 +249,45 @@ async def test_a_bad_change_while_running_keeps_the_last_good_file_and_is_logged
         assert "(3 agents)" in warnings[0]
         assert await initialize_status(http, base, READER_KEY) == 200
         assert await initialize_status(http, base, ADMIN_KEY) == 200
+
+
+@asynccontextmanager
+async def asking_client(base: str, credential: str) -> AsyncIterator[Client]:
+    """A 2026-era client that says it can elicit (the test answers by hand, through `session.call_tool`)."""
+
+    async def unused(_ctx: object, _params: object) -> ElicitResult:
+        raise AssertionError("the test answers input requests itself")
+
+    async with (
+        httpx2.AsyncClient(headers=bearer(credential)) as http,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http), elicitation_callback=unused) as client,
+    ):
+        yield client
+
+
+async def test_a_sealed_request_state_answers_only_the_agent_it_was_sealed_for(
+    tmp_path: Path, agents_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
+) -> None:
+    """A 2026-era purchase above SMSRENT_CONFIRM_ABOVE asks the human through an `InputRequiredResult`; its sealed
+    `requestState`, replayed by another credential with an approval, buys nothing; the agent that got it can
+    complete the purchase."""
+    caps = {"confirm_above": Decimal("0.5")}
+    app = sandbox_app(tmp_path, gotsms_sandbox, getatext_sandbox, http_token=TOKEN, agents_file=agents_path, **caps)
+    rent = {"service": "Telegram", "country": "USA", "provider": "gotsms", "max_price": "2"}
+    async with served(app) as base, asking_client(base, SPENDER_KEY) as spender:
+        asked = await spender.session.call_tool("rent_number", rent, allow_input_required=True)
+        assert isinstance(asked, InputRequiredResult), asked
+        (request_id,) = asked.input_requests or {}
+        approve = {request_id: ElicitResult(action="accept", content={"approve": True})}
+        async with asking_client(base, TOKEN) as owner:
+            with pytest.raises(MCPError) as stolen:
+                await owner.session.call_tool(
+                    "rent_number", rent, input_responses=approve, request_state=asked.request_state
+                )
+        assert posts(gotsms_sandbox) == []
+        bought = await spender.session.call_tool(
+            "rent_number", rent, input_responses=approve, request_state=asked.request_state
+        )
+    assert stolen.value.error.data == {"reason": "invalid_request_state"}
+    assert not bought.is_error, text_of(bought)
+    assert posts(gotsms_sandbox) == ["/api/rents"]
