@@ -102,15 +102,6 @@ def cmd_tools_only(path: str, *expected: str) -> None:
     print(f"{len(names)} tools, as the scopes allow: {', '.join(names)}")
 
 
-def cmd_scope_refusal(path: str, tool: str, scope: str) -> None:
-    """A call outside the credential's scopes is a tool error naming the scope."""
-    result = load(path)
-    text = " ".join(block.get("text", "") for block in result.get("content") or [])
-    if result.get("isError") is not True or f"{tool} needs the {scope} scope" not in text:
-        fail(f"{tool}: expected a tool error naming the {scope} scope, got {json.dumps(result)[:400]}")
-    print(f"isError=true: {text}")
-
-
 def cmd_manifest_tools(manifest: str, path: str) -> None:
     declared = {tool["name"] for tool in json.loads(Path(manifest).read_text()).get("tools", [])}
     served = set(tool_names(path))
@@ -182,13 +173,14 @@ def cmd_prompts(path: str, name: str) -> None:
     print(f"prompts: {', '.join(prompts)} ({name} args: {', '.join(args)})")
 
 
-def cmd_auth_error(path: str) -> None:
+def cmd_cli_error(path: str, expected: str) -> None:
+    """The Inspector CLI failed with the error code `expected` (auth_required, tool_not_found, ...)."""
     text = Path(path).read_text()
     match = re.search(r'"code"\s*:\s*"(\w+)"', text)
     code = match.group(1) if match else None
-    if code != "auth_required":
-        fail(f"expected the Inspector's auth_required error, got: {text[:400]!r}")
-    print("Inspector error code: auth_required")
+    if code != expected:
+        fail(f"expected the Inspector's {expected} error, got: {text[:400]!r}")
+    print(f"Inspector error code: {expected}")
 
 
 def cmd_wait_http(url: str, timeout: str, pid: str, token: str = "") -> None:
@@ -335,13 +327,12 @@ def cmd_bundle(archive: str, manifest: str, extract_to: str) -> None:
 COMMANDS: dict[str, Callable[..., None]] = {
     "tools": cmd_tools,
     "tools-only": cmd_tools_only,
-    "scope-refusal": cmd_scope_refusal,
     "manifest-tools": cmd_manifest_tools,
     "balance": cmd_balance,
     "resource": cmd_resource,
     "templates": cmd_templates,
     "prompts": cmd_prompts,
-    "auth-error": cmd_auth_error,
+    "cli-error": cmd_cli_error,
     "wait-http": cmd_wait_http,
     "conformance": cmd_conformance,
     "bundle": cmd_bundle,

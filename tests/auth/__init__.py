@@ -26,25 +26,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from smsrent.agents import key_digest
+from smsrent.mcp.tools import TOOLS
 
 READER_KEY = "smsrent_reader-key-3b8d0c1e9f"
 SPENDER_KEY = "smsrent_spender-key-a41f7e20cd"
 ADMIN_KEY = "smsrent_admin-key-77c2e9b5a0"
 PUBLIC_URL = "https://smsrent.example.org"  # the resource is <it>/mcp whatever address the test serves on
 RESOURCE = f"{PUBLIC_URL}/mcp"
-ALL_TOOLS = {
-    "get_balance",
-    "list_plans",
-    "rent_number",
-    "wait_for_code",
-    "refund",
-    "wake_up",
-    "list_rentals",
-    "get_messages",
-    "extend_rental",
-    "set_auto_renew",
-    "finish_rental",
-}
+ALL_TOOLS = {spec.name for spec in TOOLS}
 READ_TOOLS = {"get_balance", "list_plans", "list_rentals", "get_messages", "wait_for_code", "wake_up"}
 
 

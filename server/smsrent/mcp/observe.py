@@ -33,7 +33,6 @@ STATIC = {  # path: (file in smsrent/mcp/static, media type); served without a c
     "/dashboard/dashboard.css": ("dashboard.css", "text/css"),
     "/dashboard/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
-PUBLIC_PATHS = frozenset(STATIC)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -66,7 +65,7 @@ def add_routes(app: App) -> None:
         figures = await dashboard_data(app.runtime.require(), app.sandbox)
         return JSONResponse(figures, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
-    for path in PUBLIC_PATHS:
+    for path in STATIC:
         mcp.custom_route(path, methods=["GET"])(static)
     mcp.custom_route("/dashboard/data", methods=["GET"])(data)
     mcp.custom_route("/metrics", methods=["GET"])(metrics)
