@@ -203,8 +203,11 @@ async def test_no_wrong_credential_reaches_a_tool(
         )
         posts_before, purchases_before = posts(gotsms_sandbox), purchase_states(tmp_path)
         right = await http.post(f"{base}/mcp", content=tool_call(RENT), headers={**session, **AUTH})
-    assert refused == dict.fromkeys(wrong, (401, 'Bearer realm="smsrent"'))
-    assert stranger_oversized.status_code == 401  # the token comes first: a stranger's body is never read
+    challenge = 'Bearer error="invalid_token", error_description="Authentication required"'
+    assert refused == {  # a credential in the query string is refused before anything else looks at the request
+        name: (400, None) if query else (401, challenge) for name, (_, query) in wrong.items()
+    }
+    assert stranger_oversized.status_code == 401  # the credential comes first: a stranger's body is never read
     assert posts_before == []
     assert purchases_before == []
     assert right.status_code == 200

@@ -109,11 +109,11 @@ async def test_dashboard_in_chromium(
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     assert refused == {
         "/dashboard/data none": 401,
-        f"/dashboard/data?token={TOKEN} none": 401,
+        f"/dashboard/data?token={TOKEN} none": 400,
         f"/dashboard/data?token={TOKEN} header": 400,
         "/dashboard/data header": 200,
         "/metrics none": 401,
-        f"/metrics?token={TOKEN} none": 401,
+        f"/metrics?token={TOKEN} none": 400,
         f"/metrics?token={TOKEN} header": 400,
         "/metrics header": 200,
     }

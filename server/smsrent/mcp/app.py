@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from smsrent import __version__
 from smsrent.config import Settings
 from smsrent.mcp import resources, tools
+from smsrent.mcp.auth import Credentials, auth_settings
 from smsrent.mcp.logs import ClientLogs
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import Subscriptions
@@ -128,13 +129,14 @@ class App:
     sandbox: bool
     supervisor: Supervisor
     metrics: Metrics
+    credentials: Credentials | None = None  # None: HTTP callers need no credential (a loopback server)
 
 
 def create_app(
     settings: Settings, *, providers: ProvidersFactory | None = None, supervisor: Supervisor | None = None
 ) -> App:
     """The smsrent MCP server for `settings`; `providers` replaces the providers the settings would choose,
-    `supervisor` the one its background tasks run under."""
+    `supervisor` the one its background tasks run under. Raises AgentsFileError for an unusable agents file."""
     supervisor = supervisor or Supervisor()
     sandbox = providers is None and settings.use_sandbox
     factory = providers or (sandbox_providers if sandbox else lambda: configured_providers(settings))
@@ -143,6 +145,7 @@ def create_app(
     subscriptions = Subscriptions()
     client_logs = ClientLogs(logging.getLevelNamesMapping()[settings.log_level])
     webhook_secret = settings.webhook_secret or (SecretStr(secrets.token_urlsafe(16)) if sandbox else None)
+    credentials = Credentials(settings) if settings.http_auth else None
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -189,10 +192,12 @@ def create_app(
         instructions=f"{SANDBOX_NOTE}\n\n{INSTRUCTIONS}" if sandbox else INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=subscriptions.bus,
-        middleware=[tools.bounded_errors],
+        middleware=[tools.bounded_errors, tools.scoped],
+        token_verifier=credentials,
+        auth=auth_settings(settings),
     )
     subscriptions.install(mcp)
     client_logs.install(mcp)
     tools.register(mcp, allow=tools.reads_only if settings.read_only else None)
     resources.register(mcp, runtime)
-    return App(mcp, runtime, settings, webhook_secret, sandbox, supervisor, metrics)
+    return App(mcp, runtime, settings, webhook_secret, sandbox, supervisor, metrics, credentials)

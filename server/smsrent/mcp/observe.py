@@ -1,8 +1,8 @@
 """The owner's HTTP routes: `/metrics`, the `/dashboard` page and the JSON its script fetches.
 
 The page and its two assets are static and public (a browser cannot put a bearer header on a page it opens);
-`/metrics` and `/dashboard/data` need the owner's credential, `SMSRENT_HTTP_TOKEN` (checked by the
-`BearerToken` middleware): without one configured they answer 403 and say to set it, because they show
+`/metrics` and `/dashboard/data` need the owner's credential (`SMSRENT_HTTP_TOKEN`) or an agent's with the
+`admin` scope: without any credential configured they answer 403 and say to set one, because they show
 spending, phone numbers and codes. Everything is served with a Content-Security-Policy that allows this
 server's own scripts and styles only, and no framing.
 """
@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from smsrent.domain.models import format_money
 from smsrent.mcp.app import App
+from smsrent.mcp.auth import caller, unauthorized
 from smsrent.mcp.state import AppState
 from smsrent.mcp.views import SmsView
 from smsrent.observe.figures import RENTAL_OUTCOMES, Spend, percentile, rental_outcome, spend_by
@@ -32,7 +33,6 @@ STATIC = {  # path: (file in smsrent/mcp/static, media type); served without a c
     "/dashboard/dashboard.css": ("dashboard.css", "text/css"),
     "/dashboard/favicon.svg": ("favicon.svg", "image/svg+xml"),
 }
-PUBLIC_PATHS = frozenset(STATIC)
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -50,8 +50,8 @@ def add_routes(app: App) -> None:
         body = resources.files("smsrent.mcp").joinpath("static", name).read_bytes()
         return Response(body, media_type=media, headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
 
-    async def metrics(_request: Request) -> Response:
-        if (refusal := _owner_only(app, "/metrics")) is not None:
+    async def metrics(request: Request) -> Response:
+        if (refusal := _owner_only(app, request)) is not None:
             return refusal
         state = app.runtime.require()
         body = await app.metrics.exposition(
@@ -59,31 +59,34 @@ def add_routes(app: App) -> None:
         )
         return Response(body, media_type=CONTENT_TYPE, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
-    async def data(_request: Request) -> Response:
-        if (refusal := _owner_only(app, "/dashboard/data")) is not None:
+    async def data(request: Request) -> Response:
+        if (refusal := _owner_only(app, request)) is not None:
             return refusal
         figures = await dashboard_data(app.runtime.require(), app.sandbox)
         return JSONResponse(figures, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
-    for path in PUBLIC_PATHS:
+    for path in STATIC:
         mcp.custom_route(path, methods=["GET"])(static)
     mcp.custom_route("/dashboard/data", methods=["GET"])(data)
     mcp.custom_route("/metrics", methods=["GET"])(metrics)
 
 
-def _owner_only(app: App, route: str) -> Response | None:
-    """403 while no owner credential is configured (the `BearerToken` middleware checks it once it is)."""
-    if app.settings.http_token is not None:
+def _owner_only(app: App, request: Request) -> Response | None:
+    """None for the owner or an `admin` agent; else 401 without an accepted credential, and 403 for another
+    agent or while no credential is configured at all."""
+    route = request.url.path
+    if not app.settings.http_auth:
+        detail = (
+            f"{route} needs the owner's credential: start the server with SMSRENT_HTTP_TOKEN set and send"
+            " Authorization: Bearer <SMSRENT_HTTP_TOKEN>."
+        )
+    elif (who := caller(request.scope)) is None:
+        return unauthorized(app.settings, route)
+    elif who.is_admin:
         return None
-    return JSONResponse(
-        {
-            "error": "forbidden",
-            "detail": f"{route} needs the owner's credential: start the server with SMSRENT_HTTP_TOKEN set and send"
-            " Authorization: Bearer <SMSRENT_HTTP_TOKEN>.",
-        },
-        status_code=403,
-        headers=SECURITY_HEADERS,
-    )
+    else:
+        detail = f"{route} needs the owner's credential or an agent's with the admin scope; {who.name} has neither."
+    return JSONResponse({"error": "forbidden", "detail": detail}, status_code=403, headers=SECURITY_HEADERS)
 
 
 async def dashboard_data(state: AppState, sandbox: bool) -> dict[str, Any]:
