@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from smsrent.domain.errors import BudgetExceeded, ProviderError, PurchaseUnsettled, SmsRentError
-from smsrent.domain.ids import parse_plan_id, parse_rental_id
-from smsrent.domain.models import Plan
-from smsrent.providers.base import Provider
+from smsrent.domain.ids import Ref, parse_plan_id, parse_rental_id
+from smsrent.domain.models import Balance, Message, Plan, Receipt
+from smsrent.providers.base import Capabilities, Provider
 from smsrent.providers.getatext import parse_webhook
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox import serve_loopback
@@ -718,6 +718,70 @@ async def test_getatext_long_rental_lost_answer_is_found_in_the_long_rental_list
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.price) == ("bought", D("10.55"))
         assert await ledger.committed() == D("10.55") == D("20.00") - getatext_sandbox.balance
+
+
+# -- 2d. A provider that can prove nothing about a lost purchase ---------------------------------------------
+
+
+class Unproven:
+    """The GotSMS adapter behind the bare `Provider` protocol: no rent listing, no settling from the balance (the
+    default capabilities), so nothing can tell whether a purchase whose answer was lost went through."""
+
+    capabilities = Capabilities()
+    display_name = "Unproven"
+
+    def __init__(self, inner: GotSmsProvider) -> None:
+        self.inner = inner
+        self.name, self.sandbox, self.answer_timeout = inner.name, inner.sandbox, inner.answer_timeout
+
+    async def get_balance(self) -> Balance:
+        return await self.inner.get_balance()
+
+    async def list_plans(self) -> list[Plan]:
+        return await self.inner.list_plans()
+
+    async def rent(self, plan: Ref) -> Receipt:
+        return await self.inner.rent(plan)
+
+    async def get_rental(self, rental: Ref) -> Receipt:
+        return await self.inner.get_rental(rental)
+
+    async def get_messages(self, rental: Ref) -> list[Message]:
+        return await self.inner.get_messages(rental)
+
+    async def poll(self, rental: Ref) -> Receipt:
+        return await self.inner.poll(rental)
+
+    async def refund(self, rental: Ref) -> Receipt:
+        return await self.inner.refund(rental)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_lost_purchase_nothing_can_prove_stays_uncertain_and_blocks_the_provider(
+    ledger: Ledger, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    """Before providers declared what can settle a purchase, one the service did not know was settled as "not
+    bought" (no balance noted: "stopped before the request was sent") and the guard let the agent buy again."""
+    lossy = LoseAnswer(httpx.ASGITransport(app=gotsms_sandbox.app), "POST", RENTS, "timeout")
+    async with service(ledger, Unproven(gotsms_adapter(gotsms_sandbox, transport=lossy))) as rentals:
+        plan = await discord_day(rentals)
+        with pytest.raises(PurchaseUnsettled):
+            await rentals.buy(plan, D("1.00"))
+        assert len(gotsms_sandbox.rents) == 1  # it did go through
+        assert await rentals.reconcile("gotsms") == []  # nothing decides it, however often asked
+        assert await states(ledger) == ["uncertain"]
+        assert await ledger.committed() == D("1.00")  # counted at its max price
+        with pytest.raises(PurchaseUnsettled, match="nothing was bought"):
+            await rentals.buy(plan, D("1.00"))
+        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        report(
+            "Answer lost at a provider that can prove nothing",
+            provider_rents=len(gotsms_sandbox.rents),
+            ledger_state=(await ledger.purchases())[0].state,
+            second_purchase="refused",
+        )
 
 
 # -- 3. A purchase cancelled while its request is in flight ----------------------------------------------

@@ -22,6 +22,7 @@ from typing import Literal, TypeVar
 
 import anyio
 
+from smsrent.config import SETTLE_AFTER
 from smsrent.domain.errors import (
     CancelNotAllowed,
     GuardRefusal,
@@ -45,9 +46,15 @@ from smsrent.domain.models import (
     RentalStatus,
     format_money,
 )
-from smsrent.providers.base import Provider
-from smsrent.providers.getatext import GetatextProvider
-from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.base import (
+    Extendable,
+    Finishable,
+    FlipsAutoRenew,
+    Provider,
+    RentListing,
+    SetsAutoRenew,
+    Wakeable,
+)
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import (
     DAY,
@@ -63,8 +70,7 @@ log = logging.getLogger("smsrent.rentals")
 T = TypeVar("T")
 
 PLAN_CACHE_SECONDS = 30.0
-SETTLE_AFTER = 180.0  # how long a lost purchase the provider does not show blocks it; then it is settled
-REFRESH_LIMIT = 25  # one-time Getatext rentals re-checked per list_rentals call
+REFRESH_LIMIT = 25  # active rentals no rent listing shows, re-checked one by one per list_rentals call
 _COUNTRY_ALIASES = {
     "us": "usa",
     "united states": "usa",
@@ -77,6 +83,7 @@ _COUNTRY_ALIASES = {
     "deutschland": "germany",
 }
 RentalFilter = Literal["active", "ended", "all"]
+Settlement = Literal["listing", "balance", "none"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,7 @@ class Extension:
     ref: Ref
     rental: Rental
     price: Decimal
-    plan: Plan | None  # GotSMS: the longer plan to move to
+    plan: Plan | None  # the longer plan to move to (a `longer_plan` extension)
 
 
 @dataclass(frozen=True)
@@ -228,17 +235,18 @@ class Rentals:
     async def _refresh(self, provider: Provider) -> None:
         """Bring the ledger's rentals of one provider up to date, adopting active ones made elsewhere."""
         known = {r.rental_id: r for r in await self.ledger.rentals(provider=provider.name)}
-        listed: list[Rental] = []
-        if isinstance(provider, GotSmsProvider):
-            listed = await provider.rents()
-        elif isinstance(provider, GetatextProvider):
-            listed = await provider.long_rentals()
-            one_time = [r for r in known.values() if not r.status.ended and ":long:" not in r.rental_id]
-            for rental in one_time[:REFRESH_LIMIT]:
-                try:
-                    await self.record(await provider.get_rental(parse_rental_id(rental.rental_id)))
-                except ProviderNotFound:
-                    log.info("Getatext no longer knows %s; keeping what the ledger has", rental.rental_id)
+        listing = provider if isinstance(provider, RentListing) else None
+        listed = await listing.rent_listing() if listing else []
+        unlisted = [
+            ref
+            for ref in (parse_rental_id(r.rental_id) for r in known.values() if not r.status.ended)
+            if listing is None or not listing.listed(ref)
+        ]
+        for ref in unlisted[:REFRESH_LIMIT]:
+            try:
+                await self.record(await provider.get_rental(ref))
+            except ProviderNotFound:
+                log.info("%s no longer knows %s; keeping what the ledger has", provider.display_name, ref)
         for rental in listed:
             if rental.rental_id in known or not rental.status.ended:
                 await self.ledger.save_rental(rental)
@@ -352,8 +360,9 @@ class Rentals:
                 provider, kind, max_price, plan_id=plan_id, source_rental_id=source_rental_id
             )
             self._inflight[purchase_id] = provider.name
+            by_balance = settlement(provider, kind, plan_id) == "balance"
             try:
-                return await self._execute(provider, purchase_id, call, price, max_price)
+                return await self._execute(provider, purchase_id, call, price, max_price, note_balance=by_balance)
             finally:
                 del self._inflight[purchase_id]
                 with anyio.CancelScope(shield=True):
@@ -398,9 +407,9 @@ class Rentals:
             log.warning("could not release purchase %d in the ledger (%s); recovery will", purchase_id, err)
 
     def _purchase_lock(self, provider: Provider) -> AbstractAsyncContextManager[object]:
-        """Getatext purchases run one at a time, across every process on this ledger: its only way to settle an
-        unknown outcome is the balance."""
-        if isinstance(provider, GetatextProvider):
+        """A provider's serialized purchases run one at a time, across every process on this ledger (the balance
+        can settle an unknown outcome only then)."""
+        if provider.capabilities.serialized_purchases:
             return self.ledger.lock(f"purchase:{provider.name}")
         return nullcontext()
 
@@ -420,9 +429,13 @@ class Rentals:
         call: Callable[[], Awaitable[Receipt]],
         price: Decimal | None,
         max_price: Decimal,
+        *,
+        note_balance: bool,
     ) -> Outcome:
+        """Make the call that spends and record its outcome; `note_balance`: note the balance first, to settle the
+        purchase from it should the answer be lost."""
         try:
-            if isinstance(provider, GetatextProvider):
+            if note_balance:
                 await self.ledger.note_balance_before(purchase_id, (await provider.get_balance()).amount)
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -565,9 +578,11 @@ class Rentals:
         pid = purchase.purchase_id
         # Not seeing it yet is no proof: a provider may finish a purchase after the answer was lost.
         window_passed = time.time() - purchase.created_at >= self.settle_after
-        listed = await _listing(provider, purchase)
-        if listed is not None:
-            match = _find_bought(purchase, listed, taken)
+        how = settlement(provider, purchase.kind, purchase.plan_id)
+        if how == "none":
+            return False  # nothing can prove it: it stays uncertain, counted as spent
+        if isinstance(provider, RentListing) and how == "listing":
+            match = _find_bought(purchase, await provider.rent_listing(), taken)
             if match is None:
                 if not window_passed:
                     return False
@@ -595,19 +610,22 @@ class Rentals:
         return None
 
     async def adopt(self, rental_id: str) -> Receipt | None:
-        """A Getatext rental first heard of by a pushed code: recorded if `rental-status` shows it on this account
-        and exactly one purchase can be its own: a rent or re-rent for the same service, made before the rental
-        ended, whose answer was lost (uncertain, or bought, unverified, by what the balance showed). Its real price
-        then replaces its max_price. None otherwise, and never while a Getatext purchase is in flight (the rental
-        could be that one's)."""
+        """A rental first heard of by a pushed code (Getatext's webhook): recorded if the provider shows it on this
+        account and exactly one purchase can be its own: a rent or re-rent for the same service, made before the
+        rental ended, whose answer was lost (uncertain, or bought, unverified, by what the balance showed). Its real
+        price then replaces its max_price. None otherwise (a rental its rent listing shows is settled from there),
+        and never while a purchase on that provider is in flight (the rental could be that one's)."""
         ref = parse_rental_id(rental_id)
-        if ref.long or ref.provider != "getatext":
+        provider = self.providers.get(ref.provider)
+        if provider is None or not provider.capabilities.settle_from_balance:
+            return None
+        if isinstance(provider, RentListing) and provider.listed(ref):
             return None
         async with self._settle_lock(ref.provider):  # purchases are settled only under this lock
-            orphans = await self._orphans(ref.provider)
+            orphans = await self._orphans(provider)
             if not orphans:
                 return None
-            receipt = await self.provider(ref.provider).get_rental(ref)
+            receipt = await provider.get_rental(ref)
             found = receipt.rental
             candidates = [
                 p
@@ -626,16 +644,16 @@ class Rentals:
             )
             return receipt.model_copy(update={"rental": rental})
 
-    async def _orphans(self, provider: str) -> list[Purchase]:
-        """One-time rents and re-rents on `provider` that may have bought a rental whose id is not known: sent
-        (`balance_before` is noted just before), then their answer was lost."""
+    async def _orphans(self, provider: Provider) -> list[Purchase]:
+        """Rents and re-rents on `provider`, settled from the balance, that may have bought a rental whose id is not
+        known: sent (`balance_before` is noted just before), then their answer was lost."""
         return [
             p
             for p in await self.ledger.purchases()
-            if (p.provider, p.kind, p.rental_id) == (provider, "rent", None)
+            if (p.provider, p.kind, p.rental_id) == (provider.name, "rent", None)
             and (p.state == "uncertain" or (p.state, p.verified) == ("bought", False))
             and p.balance_before is not None
-            and ":long:" not in (p.plan_id or "")
+            and settlement(provider, p.kind, p.plan_id) == "balance"
         ]
 
     async def _reserved(self, provider: str) -> bool:
@@ -645,11 +663,11 @@ class Rentals:
     # -- Changing rentals -----------------------------------------------------------------------------
 
     async def refund(self, rental_id: str) -> RefundOutcome:
-        """GotSMS refund, Getatext cancel-rental, or long-rental cancel."""
+        """Give a rental back (GotSMS refund, Getatext cancel-rental or long-rental cancel)."""
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
-        # Not during a Getatext purchase: a refund's credit would hide the purchase's charge if its answer were
+        # Not during a serialized purchase: a refund's credit would hide the purchase's charge if its answer were
         # lost, and a long rental's refund is measured on the balance.
         async with self._purchase_lock(provider):
             before = (await provider.get_balance()).amount if ref.long else None
@@ -659,7 +677,7 @@ class Rentals:
                 if not err.uncertain:
                     raise
                 return await self._refund_lost(provider, rental, err)
-            updated = await self.record(receipt.model_copy(update={"rental": _ended(provider, receipt.rental)}))
+            updated = await self.record(receipt.model_copy(update={"rental": _given_back_as(provider, receipt.rental)}))
             balance_after = receipt.balance_after
             if balance_after is None:
                 balance_after = (await provider.get_balance()).amount
@@ -678,7 +696,7 @@ class Rentals:
             except ProviderError:
                 break
             if _given_back(provider, now):
-                updated = await self.ledger.save_rental(_ended(provider, rental))
+                updated = await self.ledger.save_rental(_given_back_as(provider, rental))
                 if rental.price is not None:
                     await self.ledger.note_refund(rental.rental_id, rental.price)
                 return RefundOutcome(updated, rental.price, None)
@@ -690,28 +708,31 @@ class Rentals:
         ) from err
 
     async def extension(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Extension:
-        """What extending a rental would buy and cost (reads only): a GotSMS move to the longer `plan_id`, a
-        Getatext long-rental renewal, or a Getatext re-rent of the same number."""
+        """What extending a rental would buy and cost (reads only): a move to the longer `plan_id` (GotSMS), a
+        renewal in place (Getatext long rentals), or a new rental of the same number (Getatext re-rent)."""
         ref = parse_rental_id(rental_id)
         async with self._refusal_noted(ref.provider, max_price):
             self.guard.check_cap(max_price)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
+        style = provider.extension(ref) if isinstance(provider, Extendable) else None
         target: Plan | None = None
-        if isinstance(provider, GotSmsProvider):
+        if style is None:
+            raise Unsupported(f"{provider.display_name} cannot extend {ref}.")
+        if style == "longer_plan":
             if plan_id is None:
                 raise InvalidInput(
-                    "GotSMS extends a daily rent by moving it to a longer plan: pass plan_id of a weekly or monthly"
-                    " plan for the same service and country (see list_plans)."
+                    f"{provider.display_name} extends a rental by moving it to a longer plan: pass plan_id of a"
+                    " weekly or monthly plan for the same service and country (see list_plans)."
                 )
             target = await self.quote(max_price=max_price, plan_id=plan_id)
             price = target.price
-        elif isinstance(provider, GetatextProvider):
-            if plan_id is not None:
-                raise InvalidInput("Getatext renews or re-rents the same number; call extend_rental without plan_id.")
-            price = rental.price if ref.long else await self._one_time_price(provider, rental)
+        elif plan_id is not None:
+            raise InvalidInput(
+                f"{provider.display_name} renews or re-rents the same number; call extend_rental without plan_id."
+            )
         else:
-            raise Unsupported(f"{provider.display_name} cannot extend rentals.")
+            price = rental.price if style == "renewal" else await self._current_price(provider, rental)
         if price is None:
             raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
         async with self._refusal_noted(ref.provider, max_price):
@@ -724,116 +745,118 @@ class Rentals:
         provider = self.provider(ref.provider)
         async with self._refusal_noted(ref.provider, max_price):
             self.guard.check_price(price, max_price, f"extending {ref}")
-        if isinstance(provider, GotSmsProvider) and target is not None:
-            plan_uuid = parse_plan_id(target.plan_id).local_id
+        assert isinstance(provider, Extendable)
+        style = provider.extension(ref)
+        plan = parse_plan_id(target.plan_id) if target is not None else None
+
+        async def call() -> Receipt:
+            return await provider.extend(ref, plan)
+
+        if style == "longer_plan":
+            assert target is not None
             outcome = await self._spend(
-                provider,
-                "extend",
-                max_price,
-                lambda: provider.transition(ref.local_id, plan_uuid),
-                plan_id=target.plan_id,
-                source_rental_id=str(ref),
-                price=price,
+                provider, "extend", max_price, call, plan_id=target.plan_id, source_rental_id=str(ref), price=price
             )
-            try:  # the transition answer has the id and status only; the rent list has the new end and price
+            try:  # the move's answer has the id and status only; the rent list has the new end and price
                 current = (await provider.get_rental(ref)).rental
             except ProviderError:
                 current = outcome.rental
             return Outcome(await self.ledger.save_rental(_with(current, plan_id=target.plan_id)), outcome.note)
-        assert isinstance(provider, GetatextProvider)
-
-        async def call() -> Receipt:
-            if ref.long:
-                return await provider.update_long_rental(ref.local_id, "renew")
-            return await provider.re_rent(ref.local_id)
-
-        kind: PurchaseKind = "renew" if ref.long else "rent"
+        kind: PurchaseKind = "renew" if style == "renewal" else "rent"
         outcome = await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, source_rental_id=str(ref))
-        if ref.long:
+        if style == "renewal":
             return outcome
         renewed = await self._fill_in(outcome.rental, plan_id=rental.plan_id, price=price, service=rental.service)
         return Outcome(renewed, outcome.note)
 
-    async def _one_time_price(self, provider: GetatextProvider, rental: Rental) -> Decimal | None:
+    async def _current_price(self, provider: Provider, rental: Rental) -> Decimal | None:
+        """Today's price of the plan a rental was bought on (or of its service)."""
         plans = await self._provider_plans(provider, fresh=True)
         plan = next((p for p in plans if p.plan_id == rental.plan_id or p.service == rental.service), None)
         return plan.price if plan else None
 
     async def set_auto_renew(self, rental_id: str, enabled: bool) -> Outcome:
-        """Set auto-renewal to the wanted state (GotSMS only flips it: see `_switch_renewal`)."""
+        """Set auto-renewal to the wanted state (where it can only be flipped: see `_switch_renewal`)."""
         if enabled:
             self.guard.check_auto_renew()
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
-        if isinstance(provider, GotSmsProvider):
+        if isinstance(provider, FlipsAutoRenew) and provider.auto_renews(ref):
             await self.rental(ref)
             async with self.ledger.lock(f"rental:{ref}"):  # two switches at once would undo each other
                 return await self._switch_renewal(provider, ref, enabled)
-        if isinstance(provider, GetatextProvider) and ref.long:
+        if isinstance(provider, SetsAutoRenew) and provider.auto_renews(ref):
             await self.rental(ref)
-            receipt = await provider.update_long_rental(ref.local_id, "auto_renew", auto_renew=enabled)
-            return Outcome(await self.record(receipt))
-        raise Unsupported("Only GotSMS monthly rents and Getatext long rentals can auto-renew.")
+            return Outcome(await self.record(await provider.set_auto_renew(ref, enabled)))
+        renewing = [p for p in self.providers.values() if isinstance(p, FlipsAutoRenew | SetsAutoRenew)]
+        raise Unsupported(_only([f"{p.display_name} {p.auto_renewing}" for p in renewing], "can auto-renew"))
 
-    async def _switch_renewal(self, provider: GotSmsProvider, ref: Ref, enabled: bool) -> Outcome:
-        """Flip GotSMS auto-renewal if the rent list shows the other state; never from a state it does not show.
-        A flip that lands on the wrong state (it was changed elsewhere since it was read) is flipped back, and
-        the ledger keeps the state the provider last reported."""
+    async def _switch_renewal(self, provider: FlipsAutoRenew, ref: Ref, enabled: bool) -> Outcome:
+        """Flip auto-renewal if the rental shows the other state; never from a state it does not show. A flip that
+        lands on the wrong state (it was changed elsewhere since it was read) is flipped back, and the ledger keeps
+        the state the provider last reported."""
+        who = provider.display_name
         wanted = "on" if enabled else "off"
         current = (await provider.get_rental(ref)).rental
         if current.auto_renew is None:
             raise ProviderError(
-                f"GotSMS does not show whether auto-renew is on for {ref}, and it can only flip it, so nothing was"
-                f" changed; turn it {wanted} on the GotSMS website.",
+                f"{who} does not show whether auto-renew is on for {ref}, and it can only flip it, so nothing was"
+                f" changed; turn it {wanted} on the {who} website.",
                 provider=provider.name,
             )
         if current.auto_renew is enabled:
             return Outcome(await self.ledger.save_rental(current))
-        landed = await provider.toggle_renewal(ref.local_id)
+        landed = await provider.flip_auto_renew(ref)
         if landed is enabled:
             return Outcome(await self.ledger.save_rental(_with(current, auto_renew=landed)))
         after = (await provider.get_rental(ref)).rental.auto_renew
         if after is not None and after is not enabled:
-            after = await provider.toggle_renewal(ref.local_id)  # flip back what this call flipped
+            after = await provider.flip_auto_renew(ref)  # flip back what this call flipped
         saved = await self.ledger.save_rental(_with(current, auto_renew=after))
         if after is enabled:
-            return Outcome(saved, f"GotSMS first answered that auto-renew was {_on_off(landed)}; it is {wanted} now.")
+            return Outcome(saved, f"{who} first answered that auto-renew was {_on_off(landed)}; it is {wanted} now.")
         raise ProviderError(
-            f"GotSMS did not turn auto-renew {wanted} for {ref} (it is {_on_off(after)} now); check it with"
+            f"{who} did not turn auto-renew {wanted} for {ref} (it is {_on_off(after)} now); check it with"
             " list_rentals before trying again.",
             provider=provider.name,
         )
 
     async def finish(self, rental_id: str) -> Outcome:
-        """Mark a Getatext one-time rental completed (the code was used)."""
+        """Mark a rental completed (the code was used), where the provider has that."""
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
-        if not isinstance(provider, GetatextProvider) or ref.long:
+        if not (isinstance(provider, Finishable) and provider.finishes(ref)):
+            able = [p for p in self.providers.values() if isinstance(p, Finishable)]
+            finishing = [f"{p.display_name} {p.finishing}" for p in able]
             raise Unsupported(
-                "Only Getatext one-time rentals can be marked completed; other rentals end on their own, or with"
-                " refund while they are refundable."
+                f"{_only(finishing, 'can be marked completed')}; other rentals end on their own, or with refund"
+                " while they are refundable."
             )
         await self.rental(ref)
-        return Outcome(await self.record(await provider.complete_rental(ref.local_id)))
+        return Outcome(await self.record(await provider.finish_rental(ref)))
 
     async def wake_up(self, rental_id: str) -> NumberStatus:
-        """Wake a GotSMS number; an already awake or queued number just reports its windows."""
+        """Wake a sleeping number; an already awake or queued number just reports its windows."""
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
-        if not isinstance(provider, GotSmsProvider):
-            raise Unsupported("Only GotSMS numbers sleep; Getatext numbers are always online.")
+        if not isinstance(provider, Wakeable):
+            sleeping = [p.display_name for p in self.providers.values() if isinstance(p, Wakeable)]
+            raise Unsupported(
+                f"{_only([f'{name} numbers' for name in sleeping], 'sleep')}; {provider.display_name} numbers are"
+                " always online."
+            )
         await self.rental(ref)
-        status = await provider.number_status(ref.local_id)
+        status = await provider.number_state(ref)
         if status.can_wake_up:
             try:
-                await provider.wake_up(ref.local_id)
+                await provider.wake_number(ref)
             except (ProviderRejected, CancelNotAllowed) as err:  # woken meanwhile (another call, the website)
                 log.info("wake-up of %s refused: %s", ref, err.message)
-            status = await provider.number_status(ref.local_id)
+            status = await provider.number_state(ref)
         await self.ledger.save_rental(
             Rental(
                 rental_id=str(ref),
-                provider="gotsms",
+                provider=ref.provider,
                 wake_from=status.wake_from,
                 wake_till=status.wake_till,
                 can_wake_up=status.can_wake_up,
@@ -842,13 +865,14 @@ class Rentals:
         return status
 
 
-async def _listing(provider: Provider, purchase: Purchase) -> list[Rental] | None:
-    """The provider's own list that can prove whether `purchase` happened, where it has one."""
-    if isinstance(provider, GotSmsProvider):
-        return await provider.rents()
-    if isinstance(provider, GetatextProvider) and purchase.kind == "rent" and ":long:" in (purchase.plan_id or ""):
-        return await provider.long_rentals()
-    return None
+def settlement(provider: Provider, kind: PurchaseKind, plan_id: str | None) -> Settlement:
+    """How a purchase whose answer was lost is settled: from the provider's rent listing where it shows what the
+    purchase makes (a new rental on its plan, or its rental moved to that plan; not a renewal in place), else from
+    the balance where the provider allows it, else not at all: it stays uncertain, counted as spent."""
+    listing = isinstance(provider, RentListing) and plan_id is not None and provider.listed(parse_plan_id(plan_id))
+    if listing and kind != "renew":
+        return "listing"
+    return "balance" if provider.capabilities.settle_from_balance else "none"
 
 
 def _find_bought(purchase: Purchase, listed: Sequence[Rental], taken: set[str]) -> Rental | None:
@@ -872,23 +896,26 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ended(provider: Provider, rental: Rental) -> Rental:
-    """A rental given back: GotSMS calls it refunded, Getatext cancelled."""
-    return _with(
-        rental, status=RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
-    )
+def _given_back_as(provider: Provider, rental: Rental) -> Rental:
+    """A rental given back, with the status the provider shows for a refund."""
+    return _with(rental, status=provider.capabilities.refund_status)
 
 
 def _given_back(provider: Provider, rental: Rental) -> bool:
-    """Whether the provider shows a refund: Getatext says cancelled; GotSMS says finished before the rent's time."""
+    """Whether the provider shows a refund: refunded or cancelled, or (where it does so) finished before its time."""
     if rental.status in (RentalStatus.REFUNDED, RentalStatus.CANCELLED):
         return True
     early = rental.ends_at is not None and rental.ends_at > _now()
-    return isinstance(provider, GotSmsProvider) and rental.status is RentalStatus.COMPLETED and early
+    return provider.capabilities.refund_ends_early and rental.status is RentalStatus.COMPLETED and early
 
 
 def _with(rental: Rental, **changes: object) -> Rental:
     return rental.model_copy(update=changes)
+
+
+def _only(which: Sequence[str], can: str) -> str:
+    """`Only GotSMS numbers sleep`, from what the configured providers offer."""
+    return f"Only {' and '.join(which)} {can}" if which else f"No configured provider's rentals {can}"
 
 
 def _on_off(state: bool | None) -> str:
