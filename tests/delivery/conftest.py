@@ -72,7 +72,7 @@ class World:
 
     async def rent(self, provider: ProviderName, service: str = "Telegram") -> str:
         """Rent the cheapest plan of `service` through Rentals (ledger and money guard); returns the rental id."""
-        plans = await self.rentals.plans(provider=provider, service=service)
+        plans = await self.rentals.catalogue.plans(provider=provider, service=service)
         plan = next(p for p in plans if p.billing_type in ("one_time", "duration"))
         assert plan.price is not None
         outcome = await self.rentals.buy(plan, plan.price + Decimal("1"))

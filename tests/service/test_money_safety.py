@@ -28,7 +28,8 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
-from smsrent.service.rentals import Outcome, Rentals
+from smsrent.service.purchases import Outcome
+from smsrent.service.rentals import Rentals
 
 from ..helpers import getatext_adapter, gotsms_adapter
 from .conftest import LoseAnswer, OnAnswer, Outage, request_log, requests_to
@@ -63,7 +64,7 @@ async def service(
 
 async def discord_day(rentals: Rentals) -> Plan:
     """GotSMS's cheapest plan: Discord, USA, one day, 0.60."""
-    plans = await rentals.plans(service="Discord", country="USA", provider="gotsms")
+    plans = await rentals.catalogue.plans(service="Discord", country="USA", provider="gotsms")
     plan = plans[0]
     assert (plan.duration, plan.price) == ("1 day", D("0.60"))
     return plan
@@ -71,7 +72,7 @@ async def discord_day(rentals: Rentals) -> Plan:
 
 async def uber(rentals: Rentals) -> Plan:
     """Getatext's cheapest plan: Uber, 0.20."""
-    plan = (await rentals.plans(service="uber", provider="getatext"))[0]
+    plan = (await rentals.catalogue.plans(service="uber", provider="getatext"))[0]
     assert plan.price == D("0.20")
     return plan
 
@@ -249,7 +250,7 @@ async def test_not_finding_a_fresh_purchase_is_no_proof_it_failed(
             await rentals.buy(plan, D("1.00"))  # blocked, and not sent
         assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
         await anyio.sleep(0.6)
-        await rentals.reconcile("gotsms")
+        await rentals.purchases.reconcile("gotsms")
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.note) == ("not_bought", "not found in the provider's list")
         await rentals.buy(plan, D("1.00"))
@@ -293,7 +294,7 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
 
         # The rent list is back: a later reconciliation settles it as bought.
         outage.down = False
-        settled = await rentals.reconcile("gotsms")
+        settled = await rentals.purchases.reconcile("gotsms")
         (rent_id,) = gotsms_sandbox.rents
         assert [(p.state, r.rental_id if r else None) for p, r in settled] == [("uncertain", f"gotsms:{rent_id}")]
         purchase = (await ledger.purchases())[0]
@@ -333,7 +334,7 @@ async def test_two_concurrent_lost_answers_are_matched_to_two_different_rents(
         async with anyio.create_task_group() as tg:
             tg.start_soon(buy)
             tg.start_soon(buy)
-        await rentals.reconcile("gotsms")
+        await rentals.purchases.reconcile("gotsms")
         assert lossy.lost == 2
         assert len(outcomes) + len(unsettled) == 2
         rents = {f"gotsms:{rent_id}" for rent_id in gotsms_sandbox.rents}
@@ -448,7 +449,7 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
             await rentals.buy(plan, D("0.50"))
         assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
         outage.down = False
-        assert [r for _, r in await rentals.reconcile("getatext")] == [None]  # bought, but its id is unknown
+        assert [r for _, r in await rentals.purchases.reconcile("getatext")] == [None]  # bought, but its id is unknown
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.verified, purchase.price) == ("bought", False, None)
         assert await ledger.committed() == D("0.50")  # at its max_price: the balance cannot tell what it cost
@@ -584,7 +585,7 @@ async def test_a_lost_purchase_the_balance_never_shows_is_counted_at_max_price_o
             await rentals.buy(plan, D("0.20"))  # blocked within the window, and not sent
         assert await states(ledger) == ["uncertain"]
         await anyio.sleep(0.4)
-        assert [rental for _, rental in await rentals.reconcile("getatext")] == [None]
+        assert [rental for _, rental in await rentals.purchases.reconcile("getatext")] == [None]
         (purchase,) = await ledger.purchases()
         committed = await ledger.committed()
         report(
@@ -770,7 +771,7 @@ async def test_a_lost_purchase_nothing_can_prove_stays_uncertain_and_blocks_the_
         with pytest.raises(PurchaseUnsettled):
             await rentals.buy(plan, D("1.00"))
         assert len(gotsms_sandbox.rents) == 1  # it did go through
-        assert await rentals.reconcile("gotsms") == []  # nothing decides it, however often asked
+        assert await rentals.purchases.reconcile("gotsms") == []  # nothing decides it, however often asked
         assert await states(ledger) == ["uncertain"]
         assert await ledger.committed() == D("1.00")  # counted at its max price
         with pytest.raises(PurchaseUnsettled, match="nothing was bought"):
@@ -810,8 +811,8 @@ async def buy_and_cancel_once_committed(
 async def restart_and_reconcile(ledger_path: Path, sandbox: GotSmsSandbox) -> tuple[Ledger, Rentals]:
     ledger = await Ledger.open(ledger_path)
     rentals = Rentals([gotsms_adapter(sandbox)], ledger, MoneyGuard(daily_budget=D("5")))
-    await rentals.recover()
-    await rentals.reconcile_all()
+    await rentals.purchases.recover()
+    await rentals.purchases.reconcile_all()
     return ledger, rentals
 
 
@@ -912,10 +913,10 @@ async def test_stale_reservations_become_uncertain_on_recover_and_are_settled(
 
     ledger = await Ledger.open(ledger_path)
     async with service(ledger, gotsms_adapter(gotsms_sandbox), getatext_adapter(getatext_sandbox)) as rentals:
-        await rentals.recover()
+        await rentals.purchases.recover()
         assert await states(ledger) == ["uncertain"] * 4
         assert await ledger.committed() == D("3.00")
-        await rentals.reconcile_all()
+        await rentals.purchases.reconcile_all()
         by_id = {p.purchase_id: p for p in await ledger.purchases()}
         (rent_id,) = gotsms_sandbox.rents
         report(
@@ -945,7 +946,7 @@ async def test_recover_leaves_settled_and_uncertain_purchases_alone(
     uncertain = await ledger.reserve(provider="gotsms", kind="rent", amount=D("1"))
     await ledger.settle(uncertain, "uncertain", note="timed out")
     async with service(ledger, gotsms_adapter(gotsms_sandbox)) as rentals:
-        await rentals.recover()
+        await rentals.purchases.recover()
     assert await states(ledger) == ["bought", "failed", "uncertain"]
     (still,) = await ledger.unsettled()
     assert still.note == "timed out"

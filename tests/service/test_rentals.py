@@ -27,7 +27,8 @@ from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox.getatext import LONG_PRICES, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.rentals import Outcome, Rentals
+from smsrent.service.purchases import Outcome
+from smsrent.service.rentals import Rentals
 
 from .conftest import requests_to
 
@@ -39,7 +40,7 @@ GETATEXT_START = D("20.00")
 
 
 async def plan_of(rentals: Rentals, provider: str, service: str, country: str = "USA", duration: str = "1 day") -> Plan:
-    plans = await rentals.plans(service=service, country=country, provider=provider)  # type: ignore[arg-type]
+    plans = await rentals.catalogue.plans(service=service, country=country, provider=provider)  # type: ignore[arg-type]
     found = [p for p in plans if provider == "getatext" or p.duration == duration]
     assert found, f"no {provider} plan for {service} in {country} ({duration})"
     return found[0]
@@ -58,7 +59,7 @@ def local(rental_id: str) -> str:
 
 
 async def test_plans_of_both_providers_sorted_cheapest_first(rentals: Rentals) -> None:
-    plans = await rentals.plans()
+    plans = await rentals.catalogue.plans()
     assert {p.provider for p in plans} == {"gotsms", "getatext"}
     prices = [p.price for p in plans if p.price is not None]
     assert len(prices) == len(plans)
@@ -68,17 +69,17 @@ async def test_plans_of_both_providers_sorted_cheapest_first(rentals: Rentals) -
 
 
 async def test_plans_filter_by_service_name_or_code_case_insensitively(rentals: Rentals) -> None:
-    telegram = await rentals.plans(service="  TeLeGrAm ")
+    telegram = await rentals.catalogue.plans(service="  TeLeGrAm ")
     assert {p.provider for p in telegram} == {"gotsms", "getatext"}
     assert {p.service.casefold() for p in telegram} == {"telegram"}
-    whatsapp = await rentals.plans(service="WHATSAPP")  # GotSMS "WhatsApp", Getatext "Whatsapp"
+    whatsapp = await rentals.catalogue.plans(service="WHATSAPP")  # GotSMS "WhatsApp", Getatext "Whatsapp"
     assert {p.provider for p in whatsapp} == {"gotsms", "getatext"}
-    code = next(p.service_code for p in await rentals.plans(provider="gotsms", service="Google"))
+    code = next(p.service_code for p in await rentals.catalogue.plans(provider="gotsms", service="Google"))
     assert code is not None
-    by_code = await rentals.plans(service=code.upper())
+    by_code = await rentals.catalogue.plans(service=code.upper())
     assert by_code
     assert {(p.provider, p.service) for p in by_code} == {("gotsms", "Google")}
-    assert await rentals.plans(service="no-such-service") == []
+    assert await rentals.catalogue.plans(service="no-such-service") == []
 
 
 @pytest.mark.parametrize(
@@ -86,21 +87,21 @@ async def test_plans_filter_by_service_name_or_code_case_insensitively(rentals: 
     [("US", "USA"), ("usa", "USA"), ("United States", "USA"), ("UK", "United Kingdom"), ("gb", "United Kingdom")],
 )
 async def test_plans_filter_by_country_with_aliases(rentals: Rentals, asked: str, country: str) -> None:
-    plans = await rentals.plans(country=asked)
+    plans = await rentals.catalogue.plans(country=asked)
     assert plans
     assert {p.country for p in plans} == {country}
 
 
 async def test_plans_filter_by_provider_and_max_price(rentals: Rentals) -> None:
-    getatext = await rentals.plans(provider="getatext")
+    getatext = await rentals.catalogue.plans(provider="getatext")
     assert getatext
     assert {p.provider for p in getatext} == {"getatext"}
-    cheap = await rentals.plans(max_price=D("0.60"))
+    cheap = await rentals.catalogue.plans(max_price=D("0.60"))
     assert cheap
     assert all(p.price is not None and p.price <= D("0.60") for p in cheap)
     assert {p.plan_id for p in cheap} >= {"getatext:uber", "getatext:whatsapp"}
     assert any(p.provider == "gotsms" and p.price == D("0.60") for p in cheap)
-    combined = await rentals.plans(service="discord", country="US", provider="gotsms", max_price=D("1"))
+    combined = await rentals.catalogue.plans(service="discord", country="US", provider="gotsms", max_price=D("1"))
     assert [(p.country, p.duration, p.price) for p in combined] == [("USA", "1 day", D("0.60"))]
 
 
@@ -108,11 +109,11 @@ async def test_unpriced_plans_sort_last_and_never_fit_a_max_price(
     make_rentals: Callable[..., Rentals], unpriced_getatext: GetatextProvider
 ) -> None:
     rentals = make_rentals(unpriced_getatext)
-    plans = await rentals.plans()
+    plans = await rentals.catalogue.plans()
     unpriced = [p.plan_id for p in plans if p.price is None]
     assert unpriced == ["getatext:long:1m", "getatext:long:1w", "getatext:long:1y", "getatext:long:2w"]
     assert [p.plan_id for p in plans[-4:]] == unpriced
-    assert all(p.price is not None for p in await rentals.plans(max_price=D("1000")))
+    assert all(p.price is not None for p in await rentals.catalogue.plans(max_price=D("1000")))
 
 
 async def test_unconfigured_provider_is_named_with_its_variable(
@@ -120,7 +121,7 @@ async def test_unconfigured_provider_is_named_with_its_variable(
 ) -> None:
     rentals = make_rentals(gotsms)
     with pytest.raises(NotConfigured, match="GETATEXT_API_KEY"):
-        await rentals.plans(provider="getatext")
+        await rentals.catalogue.plans(provider="getatext")
 
 
 # -- Quotes ---------------------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ async def test_a_refused_purchase_sends_no_request(
 ) -> None:
     rentals = make_rentals(gotsms, getatext, guard=guard)
     gotsms_plan = await plan_of(rentals, "gotsms", "Discord")
-    getatext_plan = (await rentals.plans(service="whatsapp", provider="getatext"))[0]
+    getatext_plan = (await rentals.catalogue.plans(service="whatsapp", provider="getatext"))[0]
     seen = (len(gotsms_sandbox.requests), len(getatext_sandbox.requests))
     for plan in (gotsms_plan, getatext_plan):
         with pytest.raises(BudgetExceeded, match=refusal) as refused:
@@ -707,9 +708,9 @@ async def test_offers_list_the_providers_that_answered_and_report_the_others(
     rentals: Rentals, gotsms_sandbox: GotSmsSandbox
 ) -> None:
     gotsms_sandbox.inject("GET", "/api/rents/plans", "500", times=10)
-    plans, unavailable = await rentals.offers(service="telegram")
+    plans, unavailable = await rentals.catalogue.offers(service="telegram")
     assert {p.provider for p in plans} == {"getatext"}
     assert set(unavailable) == {"gotsms"}
     assert "GotSMS" in unavailable["gotsms"]
     with pytest.raises(ProviderUnavailable):
-        await rentals.offers(service="telegram", provider="gotsms")
+        await rentals.catalogue.offers(service="telegram", provider="gotsms")

@@ -168,12 +168,12 @@ def create_app(
                     sandbox_server.webhook_transport = httpx.ASGITransport(
                         app=webhook_app(runtime, settings, webhook_secret)
                     )
-            await rentals.recover()
+            await rentals.purchases.recover()
             # Every background task runs under the supervisor: none can end the server.
             tasks = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tasks.cancel_scope.cancel)
-            tasks.start_soon(supervisor.run, "reconcile", rentals.reconcile_all)
-            tasks.start_soon(supervisor.run, "heartbeat", rentals.heartbeat)
+            tasks.start_soon(supervisor.run, "reconcile", rentals.purchases.reconcile_all)
+            tasks.start_soon(supervisor.run, "heartbeat", rentals.purchases.heartbeat)
             tasks.start_soon(delivery.run)  # each poller under the supervisor
             tasks.start_soon(supervisor.run, "client-logs", client_logs.run)
             for sandbox_server in built.sandboxes:

@@ -277,7 +277,7 @@ class Delivery:
         receipt: Receipt | None = None
         if await self.ledger.rental(pushed.rental_id) is None:
             try:
-                receipt = await self.rentals.adopt(pushed.rental_id)
+                receipt = await self.rentals.purchases.adopt(pushed.rental_id)
             except ProviderError as err:
                 log.warning("could not check the pushed rental %s: %s", pushed.rental_id, err.message)
             if receipt is None:
