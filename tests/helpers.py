@@ -8,10 +8,11 @@ import httpx
 from pydantic import SecretStr
 
 from smsrent.config import Settings
-from smsrent.mcp.app import App, Providers, create_app
+from smsrent.mcp.app import App, create_app
 from smsrent.providers.base import RetryPolicy
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.registry import Providers
 from smsrent.sandbox.getatext import LONG_PRICES, TZ, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 

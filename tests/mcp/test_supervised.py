@@ -19,10 +19,11 @@ import httpx
 import pytest
 from mcp import Client
 
-from smsrent.mcp.app import App, Providers, create_app
+from smsrent.mcp.app import App, create_app
 from smsrent.mcp.http import http_app
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.registry import Providers
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox

@@ -44,7 +44,7 @@ from smsrent.domain.errors import (
     RateLimited,
     bounded,
 )
-from smsrent.domain.ids import ProviderName, Ref
+from smsrent.domain.ids import IdSyntax, ProviderName, Ref
 from smsrent.domain.models import Balance, Message, NumberStatus, Plan, Receipt, Rental, RentalStatus
 from smsrent.providers.observed import ObservedTransport, RequestObserver, Routes
 
@@ -109,6 +109,7 @@ class HttpProvider:
     name: ClassVar[ProviderName]
     display_name: ClassVar[str]
     credential_env: ClassVar[str]
+    ids: ClassVar[IdSyntax]  # what its plan and rental ids look like
     capabilities: ClassVar[Capabilities]  # declared by every adapter
     routes: ClassVar[Routes] = Routes(())  # the API's route templates, for metrics and spans
 

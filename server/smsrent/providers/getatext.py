@@ -33,7 +33,7 @@ from smsrent.domain.errors import (
     ProviderNotFound,
     ProviderRejected,
 )
-from smsrent.domain.ids import LONG_PERIODS, LongPeriod, Ref
+from smsrent.domain.ids import GETATEXT_IDS, LONG_PERIODS, LongPeriod, Ref
 from smsrent.domain.models import Balance, Message, Plan, Receipt, Rental, RentalStatus
 from smsrent.domain.values import to_bool, to_datetime, to_e164, to_int, to_money, to_text
 from smsrent.providers.base import (
@@ -107,6 +107,7 @@ class GetatextProvider(HttpProvider):
     name = "getatext"
     display_name = "Getatext"
     credential_env = "GETATEXT_API_KEY"
+    ids = GETATEXT_IDS
     capabilities = Capabilities(
         settle_from_balance=True, serialized_purchases=True, refund_status=RentalStatus.CANCELLED
     )

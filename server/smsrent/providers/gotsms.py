@@ -17,7 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderNotFound
-from smsrent.domain.ids import Ref
+from smsrent.domain.ids import GOTSMS_IDS, Ref
 from smsrent.domain.models import (
     Balance,
     Message,
@@ -62,6 +62,7 @@ class GotSmsProvider(HttpProvider):
     name = "gotsms"
     display_name = "GotSMS"
     credential_env = "GOTSMS_API_TOKEN"
+    ids = GOTSMS_IDS
     capabilities = Capabilities(refund_status=RentalStatus.REFUNDED, refund_ends_early=True)
     auto_renewing = "monthly rents"
     routes = Routes(

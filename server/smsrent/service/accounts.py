@@ -10,6 +10,7 @@ import anyio
 from smsrent.domain.errors import NotConfigured, ProviderError
 from smsrent.domain.ids import ProviderName
 from smsrent.providers.base import Provider
+from smsrent.providers.registry import credential_env
 
 T = TypeVar("T")
 
@@ -34,7 +35,7 @@ class Accounts(Mapping[str, Provider]):
         found = self._by_name.get(name)
         if found is None:
             configured = ", ".join(self._by_name) or "none"
-            env = "GOTSMS_API_TOKEN" if name == "gotsms" else "GETATEXT_API_KEY"
+            env = credential_env(name) or "its credentials"
             raise NotConfigured(f"Provider {name} is not configured (configured: {configured}); set {env} to use it.")
         return found
 
