@@ -12,8 +12,8 @@ import pytest
 
 from smsrent.domain.models import Message, Receipt
 from smsrent.service.pollers import InboxPoller
-
-from .conftest import FAST, World, WorldFactory, every, request_times, requests, settle
+from tests.helpers import request_times, requests
+from tests.world import FAST, World, WorldFactory, every, settle
 
 pytestmark = pytest.mark.anyio
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from smsrent.providers.getatext import parse_webhook
 from smsrent.sandbox.getatext import TZ
 from smsrent.service.delivery import WaitResult
 from smsrent.service.ledger import PurchaseState
-
-from .conftest import World, WorldFactory, every, requests
+from tests.helpers import requests
+from tests.world import World, WorldFactory, every
 
 pytestmark = pytest.mark.anyio
 

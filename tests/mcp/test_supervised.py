@@ -30,8 +30,7 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.ledger import Ledger
 from smsrent.service.supervisor import Supervisor
 from tests.helpers import getatext_adapter, gotsms_adapter, settings
-
-from . import local_id, ok, rent_getatext, rent_gotsms
+from tests.mcp import local_id, ok, rent_getatext, rent_gotsms
 
 pytestmark = pytest.mark.anyio
 

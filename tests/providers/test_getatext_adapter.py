@@ -26,9 +26,8 @@ from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.domain.models import Balance, Message, Plan, Receipt, Rental, RentalStatus
 from smsrent.providers.base import RetryPolicy
 from smsrent.providers.getatext import GetatextProvider
-
-from .fixtures import fixture_text, getatext_as_printed, load, repair_printed
-from .transport import Router, assert_request, json_response, raw_response
+from tests.providers.fixtures import fixture_text, getatext_as_printed, load, repair_printed
+from tests.providers.transport import Router, assert_request, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
 

@@ -29,8 +29,7 @@ from smsrent.providers.getatext import (
     _to_receipt,
     parse_webhook,
 )
-
-from .fixtures import fixture_names, getatext_as_printed, load, repair_printed
+from tests.providers.fixtures import fixture_names, getatext_as_printed, load, repair_printed
 
 EDT = timezone(timedelta(hours=-4))
 PLUS3 = timezone(timedelta(hours=3))

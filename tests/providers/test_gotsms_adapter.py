@@ -17,9 +17,8 @@ from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.domain.models import Balance, Message, NumberStatus, PublicPrice, Rental, RentalStatus, ServiceInfo
 from smsrent.providers.base import RetryPolicy
 from smsrent.providers.gotsms import GotSmsProvider
-
-from .fixtures import fixture_text, load
-from .transport import Router, assert_request, json_response, raw_response
+from tests.providers.fixtures import fixture_text, load
+from tests.providers.transport import Router, assert_request, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,7 @@ from smsrent.providers.gotsms import (
     _to_rental,
     _to_service,
 )
-
-from .fixtures import fixture_names, fixture_text, load
+from tests.providers.fixtures import fixture_names, fixture_text, load
 
 NOON = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
 RENT_UUID = "9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f"

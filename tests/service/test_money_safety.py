@@ -30,9 +30,8 @@ from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.purchases import Outcome
 from smsrent.service.rentals import Rentals
-
-from ..helpers import getatext_adapter, gotsms_adapter
-from .conftest import LoseAnswer, OnAnswer, Outage, request_log, requests_to
+from tests.faults import LoseAnswer, OnAnswer, Outage
+from tests.helpers import getatext_adapter, gotsms_adapter, request_log, requests
 
 pytestmark = pytest.mark.anyio
 
@@ -111,7 +110,7 @@ async def race_for_the_budget(rentals: Rentals, sandbox: GotSmsSandbox, label: s
 
     purchases = await rentals.ledger.purchases()
     recorded = await rentals.ledger.rentals()
-    posts = requests_to(sandbox, "POST", RENTS)
+    posts = requests(sandbox, "POST", RENTS)
     committed = await rentals.ledger.committed()
     charged = start - sandbox.balance
     report(
@@ -184,7 +183,7 @@ async def test_gotsms_lost_answer_is_found_in_the_rent_list_and_never_bought_twi
         outcome = await rentals.buy(plan, D("1.00"))
         (purchase,) = await ledger.purchases()
         committed, charged = await ledger.committed(), start - gotsms_sandbox.balance
-        posts = requests_to(gotsms_sandbox, "POST", RENTS)
+        posts = requests(gotsms_sandbox, "POST", RENTS)
         report(
             f"GotSMS answer lost ({how})",
             provider_post_rents=posts,
@@ -208,7 +207,7 @@ async def test_gotsms_lost_answer_is_found_in_the_rent_list_and_never_bought_twi
         assert committed == charged == D("0.60")
         # Nothing is blocked afterwards: the next purchase goes through.
         await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+        assert requests(gotsms_sandbox, "POST", RENTS) == 2
         assert await ledger.committed() == D("1.20") == start - gotsms_sandbox.balance
 
 
@@ -227,8 +226,8 @@ async def test_gotsms_failure_before_it_acted_is_settled_not_bought_and_released
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.note) == ("not_bought", "not found in the provider's list")
         assert await ledger.committed() == 0
-        assert (requests_to(gotsms_sandbox, "POST", RENTS), len(gotsms_sandbox.rents)) == (1, 0)
-        assert requests_to(gotsms_sandbox, "GET", RENTS) == 1  # the reconciliation
+        assert (requests(gotsms_sandbox, "POST", RENTS), len(gotsms_sandbox.rents)) == (1, 0)
+        assert requests(gotsms_sandbox, "GET", RENTS) == 1  # the reconciliation
         await rentals.buy(plan, D("1.00"))  # the whole budget is available again
         assert await ledger.committed() == D("0.60") == D("25.00") - gotsms_sandbox.balance
 
@@ -248,13 +247,13 @@ async def test_not_finding_a_fresh_purchase_is_no_proof_it_failed(
         assert await ledger.committed() == D("1.00")
         with pytest.raises(PurchaseUnsettled):
             await rentals.buy(plan, D("1.00"))  # blocked, and not sent
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
         await anyio.sleep(0.6)
         await rentals.purchases.reconcile("gotsms")
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.note) == ("not_bought", "not found in the provider's list")
         await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+        assert requests(gotsms_sandbox, "POST", RENTS) == 2
 
 
 async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_provider_until_reconciled(
@@ -287,7 +286,7 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
         assert reached == []  # nothing reached GotSMS while it was unsettled
         assert list_attempts >= 3  # the reconciliation was tried before each refusal (and failed)
         assert lossy.lost == 1
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
         # Another provider is not blocked.
         other = await rentals.buy(await uber(rentals), D("0.20"))
         assert other.rental.provider == "getatext"
@@ -303,7 +302,7 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
         committed, charged = await ledger.committed(), start - gotsms_sandbox.balance
         report(
             "GotSMS answer lost and rent list down",
-            provider_post_rents=requests_to(gotsms_sandbox, "POST", RENTS),
+            provider_post_rents=requests(gotsms_sandbox, "POST", RENTS),
             refused_while_unsettled=refusals,
             requests_reaching_provider_during_refusals=len(reached),
             failed_rent_list_reads_during_refusals=list_attempts,
@@ -313,7 +312,7 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
         )
         assert committed - D("0.20") == charged == D("0.60")
         await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+        assert requests(gotsms_sandbox, "POST", RENTS) == 2
 
 
 async def test_two_concurrent_lost_answers_are_matched_to_two_different_rents(
@@ -419,7 +418,7 @@ async def test_getatext_lost_answer_is_counted_at_max_price_until_its_rental_is_
         )
         assert purchase.balance_before == start
         assert lossy.lost == 1  # sent once, never retried (reaching the provider only when charged)
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged)
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged)
         assert (purchase.state, purchase.verified, purchase.price, purchase.rental_id) == ("bought", False, None, None)
         assert purchase.note is not None
         seen = "the balance went down meanwhile" if charged else "the balance showed no charge within 0 s"
@@ -429,7 +428,7 @@ async def test_getatext_lost_answer_is_counted_at_max_price_until_its_rental_is_
         assert committed == D("0.50") >= spent == (D("0.20") if charged else 0)
         # Settled either way: the next purchase is not blocked.
         await rentals.buy(plan, D("0.50"))
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged) + 1
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged) + 1
         assert await ledger.committed() == D("0.70")
 
 
@@ -447,7 +446,7 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
         assert await ledger.committed() == D("0.50")
         with pytest.raises(PurchaseUnsettled):
             await rentals.buy(plan, D("0.50"))
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
         outage.down = False
         assert [r for _, r in await rentals.purchases.reconcile("getatext")] == [None]  # bought, but its id is unknown
         (purchase,) = await ledger.purchases()
@@ -531,7 +530,7 @@ async def test_a_top_up_landing_before_settlement_leaves_a_lost_purchase_counted
         with pytest.raises(BudgetExceeded):
             await rentals.buy(plan, D("0.50"))  # 0.50 more would exceed 0.70: the lost purchase still counts
         await rentals.buy(plan, D("0.20"))  # Getatext is not blocked
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 2
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == 2
         assert await ledger.committed() == D("0.70")
 
 
@@ -603,7 +602,7 @@ async def test_a_lost_purchase_the_balance_never_shows_is_counted_at_max_price_o
         with pytest.raises(BudgetExceeded):
             await rentals.buy(plan, D("0.50"))  # the budget still counts it
         await rentals.buy(plan, D("0.20"))  # but it no longer blocks Getatext
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
 
 
 async def test_an_unverified_purchase_found_by_a_push_records_its_real_price(
@@ -664,7 +663,7 @@ async def test_a_getatext_cancel_whose_answer_is_lost_is_found_cancelled(
         getatext_sandbox.inject("POST", "/api/v1/cancel-rental", "commit_then_500")
         refund = await rentals.refund(outcome.rental.rental_id)
         assert (refund.refunded, refund.rental.status) == (D("0.20"), "cancelled")
-        assert requests_to(getatext_sandbox, "POST", "/api/v1/cancel-rental") == 1
+        assert requests(getatext_sandbox, "POST", "/api/v1/cancel-rental") == 1
         assert await ledger.committed() == 0 == D("20.00") - getatext_sandbox.balance
 
 
@@ -702,7 +701,7 @@ async def test_a_refund_whose_answer_is_lost_is_settled_by_the_rent_status(
                 await rentals.refund(outcome.rental.rental_id)
         refunded = gotsms_sandbox.rents[rent_id].status != "active"
         assert refunded == (fault == "commit_then_500")
-        assert requests_to(gotsms_sandbox, "POST", f"{RENTS}/{rent_id}/refund") == 1  # never retried
+        assert requests(gotsms_sandbox, "POST", f"{RENTS}/{rent_id}/refund") == 1  # never retried
         assert await ledger.committed() == D("25.00") - gotsms_sandbox.balance == (0 if refunded else D("0.60"))
 
 
@@ -776,7 +775,7 @@ async def test_a_lost_purchase_nothing_can_prove_stays_uncertain_and_blocks_the_
         assert await ledger.committed() == D("1.00")  # counted at its max price
         with pytest.raises(PurchaseUnsettled, match="nothing was bought"):
             await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
         report(
             "Answer lost at a provider that can prove nothing",
             provider_rents=len(gotsms_sandbox.rents),
@@ -851,7 +850,7 @@ async def test_purchase_cancelled_in_flight_is_uncertain_and_reconciled_after_a_
         committed, charged = await restarted.committed(), start - gotsms_sandbox.balance
         report(
             f"cancelled in flight ({where}), then restart",
-            provider_post_rents=requests_to(gotsms_sandbox, "POST", RENTS),
+            provider_post_rents=requests(gotsms_sandbox, "POST", RENTS),
             provider_rents=len(gotsms_sandbox.rents),
             state_before_restart="uncertain",
             state_after_reconcile=purchase.state,
@@ -861,7 +860,7 @@ async def test_purchase_cancelled_in_flight_is_uncertain_and_reconciled_after_a_
         assert (purchase.state, purchase.rental_id, purchase.price) == ("bought", f"gotsms:{rent_id}", D("0.60"))
         assert await restarted.rental(f"gotsms:{rent_id}") is not None
         assert committed == charged == D("0.60")
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
     finally:
         for provider in rentals.providers.values():
             await provider.aclose()

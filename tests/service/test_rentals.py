@@ -29,8 +29,7 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.purchases import Outcome
 from smsrent.service.rentals import Rentals
-
-from .conftest import requests_to
+from tests.helpers import requests
 
 pytestmark = pytest.mark.anyio
 
@@ -150,7 +149,7 @@ async def test_quote_refuses_when_no_plan_fits_and_names_the_cheapest_price(
     assert "1.25 USD" in refused.value.message
     assert "1.00 USD" in refused.value.message
     assert "nothing was bought" in refused.value.message
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 0
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 0
 
 
 async def test_quote_refuses_bad_arguments(rentals: Rentals) -> None:
@@ -183,7 +182,7 @@ async def test_long_plan_without_a_published_price_cannot_be_quoted(
     with pytest.raises(InvalidInput, match="GETATEXT_LONG_RENTAL_PRICES") as refused:
         await rentals.quote(max_price=D("100"), plan_id="getatext:long:1w")
     assert "getatext:long:1w has no published price" in refused.value.message
-    assert requests_to(getatext_sandbox, "POST", "/api/v1/long-rentals") == 0
+    assert requests(getatext_sandbox, "POST", "/api/v1/long-rentals") == 0
 
 
 async def test_long_plan_with_a_configured_price_is_quoted(rentals: Rentals) -> None:
@@ -219,7 +218,7 @@ async def test_buy_on_gotsms_records_the_rental_and_a_bought_purchase(
     assert (purchase.state, purchase.kind, purchase.price, purchase.max_price) == ("bought", "rent", D("0.60"), D("1"))
     assert (purchase.plan_id, purchase.rental_id) == (plan.plan_id, rental.rental_id)
     assert await rentals.ledger.committed() == D("0.60") == GOTSMS_START - gotsms_sandbox.balance
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 1
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 1
 
 
 async def test_a_charge_above_max_price_is_recorded_and_said(rentals: Rentals, gotsms_sandbox: GotSmsSandbox) -> None:
@@ -241,7 +240,7 @@ async def test_a_quote_reads_todays_price_not_a_cached_one(rentals: Rentals, got
     gotsms_sandbox.plans[local(plan.plan_id)].price = D("0.90")
     with pytest.raises(BudgetExceeded, match=r"costs 0\.90"):
         await rentals.quote(max_price=D("0.70"), plan_id=plan.plan_id)
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 0
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 0
 
 
 async def test_buy_on_getatext_fills_what_the_answer_lacks(rentals: Rentals, getatext_sandbox: GetatextSandbox) -> None:
@@ -315,7 +314,7 @@ async def test_the_daily_budget_counts_earlier_purchases(
         await rentals.buy(plan, D("0.60"))
     assert "1.20 USD of the 1.50 USD daily budget" in refused.value.message
     assert len(gotsms_sandbox.requests) == seen
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 2
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 2
 
 
 async def test_a_rejected_purchase_is_recorded_failed_and_releases_its_reservation(
@@ -330,7 +329,7 @@ async def test_a_rejected_purchase_is_recorded_failed_and_releases_its_reservati
     assert purchase.state == "failed"
     assert purchase.note is not None
     assert await rentals.ledger.committed() == 0
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 1  # sent once, never retried
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 1  # sent once, never retried
 
 
 # -- Refunds --------------------------------------------------------------------------------------------
@@ -419,7 +418,7 @@ async def test_gotsms_extend_moves_the_rent_to_a_longer_plan(rentals: Rentals, g
         await extend(rentals, bought.rental_id, D("5"))
     with pytest.raises(BudgetExceeded, match=re.escape("2.40 USD")):
         await extend(rentals, bought.rental_id, D("2.00"), plan_id=weekly.plan_id)
-    assert requests_to(gotsms_sandbox, "POST", f"/api/rents/{local(bought.rental_id)}/transition") == 0
+    assert requests(gotsms_sandbox, "POST", f"/api/rents/{local(bought.rental_id)}/transition") == 0
     outcome = await extend(rentals, bought.rental_id, D("5.00"), plan_id=weekly.plan_id)
     assert outcome.rental.rental_id == bought.rental_id
     assert outcome.rental.plan_id == weekly.plan_id
@@ -498,7 +497,7 @@ async def test_an_extension_above_the_per_purchase_cap_is_refused_with_nothing_s
             await extend(capped, rental_id, max_price, plan_id)
         assert "SMSRENT_MAX_PRICE" in refused.value.message
         assert "nothing was bought" in refused.value.message
-    assert requests_to(sandbox, "POST", path) == 0
+    assert requests(sandbox, "POST", path) == 0
     assert all(method == "GET" for _, method, _ in sandbox.requests[seen:])  # quotes only
     assert len(await capped.ledger.purchases()) == 1  # the rental's own purchase
     assert await capped.ledger.committed() == committed
@@ -513,7 +512,7 @@ async def test_what_one_rental_costs_over_time_is_bounded_by_the_daily_budget_no
     await extend(rentals, rental_id, D("11"))  # each purchase within the cap: 21.10 for the rental so far
     with pytest.raises(BudgetExceeded, match="SMSRENT_DAILY_BUDGET"):
         await extend(rentals, rental_id, D("11"))
-    assert requests_to(getatext_sandbox, "POST", path) == 1
+    assert requests(getatext_sandbox, "POST", path) == 1
     assert await rentals.ledger.committed() == 2 * price == D("50.00") - getatext_sandbox.balance
 
 
@@ -530,11 +529,11 @@ async def test_gotsms_auto_renew_sets_the_wanted_state_and_toggles_only_when_nee
     for _ in range(2):
         outcome = await rentals.set_auto_renew(bought.rental_id, True)
         assert outcome.rental.auto_renew is True
-    assert (rent.renew, requests_to(gotsms_sandbox, "POST", toggle)) == (True, 1)
+    assert (rent.renew, requests(gotsms_sandbox, "POST", toggle)) == (True, 1)
     for _ in range(2):
         outcome = await rentals.set_auto_renew(bought.rental_id, False)
         assert outcome.rental.auto_renew is False
-    assert (rent.renew, requests_to(gotsms_sandbox, "POST", toggle)) == (False, 2)
+    assert (rent.renew, requests(gotsms_sandbox, "POST", toggle)) == (False, 2)
     stored = await rentals.ledger.rental(bought.rental_id)
     assert stored is not None
     assert stored.auto_renew is False
@@ -595,7 +594,7 @@ async def test_wake_up_only_for_gotsms_and_only_when_asleep(
     assert stored is not None
     assert (stored.wake_till, stored.can_wake_up, stored.phone) == (status.wake_till, False, rent.phone)
     await rentals.wake_up(rent.rental_id)  # queued or online already: no second wake-up
-    assert requests_to(gotsms_sandbox, "POST", wake) == 1
+    assert requests(gotsms_sandbox, "POST", wake) == 1
     one_time = (await rentals.buy(await plan_of(rentals, "getatext", "uber"), D("0.20"))).rental
     seen = len(getatext_sandbox.requests)
     with pytest.raises(Unsupported):

@@ -23,8 +23,7 @@ from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter
-
-from .test_money_safety import discord_day
+from tests.service.test_money_safety import discord_day
 
 pytestmark = pytest.mark.anyio
 
