@@ -19,8 +19,8 @@ from smsrent.domain.ids import LONG_PERIODS
 from smsrent.domain.values import parse_timezone
 from smsrent.providers.getatext import DEFAULT_BASE_URL as GETATEXT_DEFAULT_URL
 from smsrent.providers.gotsms import DEFAULT_BASE_URL as GOTSMS_DEFAULT_URL
-from smsrent.service.rentals import SETTLE_AFTER
 
+SETTLE_AFTER = 180.0  # seconds a lost purchase the provider does not show blocks it; then it is settled
 PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)]
 
 

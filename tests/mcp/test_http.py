@@ -23,8 +23,7 @@ from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import TZ, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
-
-from . import PROTOCOL, fails, local_id, ok, rent_getatext, rent_gotsms, text_of, wait_while
+from tests.mcp import PROTOCOL, fails, local_id, ok, rent_getatext, rent_gotsms, text_of, wait_while
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

@@ -22,8 +22,7 @@ from scripts.dashboard_screenshot import open_chromium
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.mcp import local_id, ok, rent_gotsms
-
-from . import AUTH, CAPS, TOKEN, http_client, served
+from tests.observe import AUTH, CAPS, TOKEN, http_client, served
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("CI"):

@@ -21,8 +21,7 @@ from smsrent.sandbox.base import SandboxServer
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.mcp import ok, rent_getatext
-
-from . import AUTH, CAPS, http_client, ledger_rows, scripted_flow, served
+from tests.observe import AUTH, CAPS, http_client, ledger_rows, scripted_flow, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

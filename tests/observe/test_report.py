@@ -20,7 +20,7 @@ import pytest
 
 from smsrent.domain.models import Message, Rental, RentalStatus
 from smsrent.service.ledger import Ledger
-from tests.e2e.conftest import command, server_env
+from tests.e2e.process import command, server_env
 
 pytestmark = pytest.mark.e2e
 

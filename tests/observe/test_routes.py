@@ -14,8 +14,7 @@ from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
 from tests.mcp import local_id, rent_gotsms, wait_while
-
-from . import AUTH, CAPS, CODE, SMS_TEXT, TOKEN, http_client, served
+from tests.observe import AUTH, CAPS, CODE, SMS_TEXT, TOKEN, http_client, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

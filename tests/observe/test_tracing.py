@@ -27,10 +27,9 @@ from smsrent.observe.tracing import export_traces
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.e2e.conftest import server_env
+from tests.e2e.process import server_env
 from tests.helpers import sandbox_app
-
-from . import CAPS, scripted_flow
+from tests.observe import CAPS, scripted_flow
 
 pytestmark = pytest.mark.anyio
 

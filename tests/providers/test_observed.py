@@ -16,8 +16,7 @@ from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.providers.observed import OTHER, ProviderRequest
 from tests.helpers import FAST_RETRY
-
-from .transport import Router, json_response
+from tests.providers.transport import Router, json_response
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -37,7 +37,9 @@ async def test_each_refusal_is_recorded_once_with_its_provider_and_amount(
     bought = await rentals.buy(plan, D("1"))
     with pytest.raises(BudgetExceeded, match="daily budget"):  # 1.00 reserved + 1.00 > 1.50
         await rentals.buy(plan, D("1"))
-    weekly = next(p for p in await rentals.plans(service="Discord", provider="gotsms") if p.duration == "1 week")
+    weekly = next(
+        p for p in await rentals.catalogue.plans(service="Discord", provider="gotsms") if p.duration == "1 week"
+    )
     with pytest.raises(BudgetExceeded, match="above max_price"):  # inside the extension's own quote: once
         await rentals.extension(bought.rental.rental_id, D("2"), weekly.plan_id)
     with pytest.raises(BudgetExceeded, match="SMSRENT_MAX_PRICE"):

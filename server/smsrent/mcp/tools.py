@@ -216,7 +216,7 @@ async def list_plans(
     Use this to choose a plan_id for rent_number. Example: list_plans(service="telegram", country="USA")
     """
     state = _state(ctx)
-    plans, failures = await state.rentals.offers(
+    plans, failures = await state.rentals.catalogue.offers(
         service=service, country=country, provider=provider, max_price=max_price
     )
     if not plans:
