@@ -12,8 +12,7 @@ import pytest
 
 from smsrent import agents
 from smsrent.agents import AgentsFile, AgentsFileError, key_digest, parse
-
-from . import READER_KEY, SPENDER_KEY, agents_toml
+from tests.auth import READER_KEY, SPENDER_KEY, agents_toml
 
 HASH = key_digest(READER_KEY)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smsrent.agents import KEY_PREFIX, key_digest, parse
-from tests.e2e.conftest import command, server_env
+from tests.e2e.process import command, server_env
 
 pytestmark = pytest.mark.e2e
 

@@ -28,12 +28,10 @@ from smsrent.mcp.auth import principal
 from smsrent.mcp.http import http_app
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.hardening.test_http_security import open_session
+from tests.auth import ADMIN_KEY, ALL_TOOLS, READ_TOOLS, READER_KEY, SPENDER_KEY, agents_toml, bearer, two_agents_file
 from tests.helpers import sandbox_app
 from tests.mcp import fails, ok, posts, rent_gotsms, text_of
-from tests.mcp.test_http import INITIALIZE, MCP_HEADERS, TOKEN, authorized, served
-
-from . import ADMIN_KEY, ALL_TOOLS, READ_TOOLS, READER_KEY, SPENDER_KEY, agents_toml, bearer, two_agents_file
+from tests.mcp.served import INITIALIZE, MCP_HEADERS, TOKEN, authorized, open_session, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

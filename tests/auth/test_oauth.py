@@ -20,12 +20,7 @@ from smsrent.mcp.oauth import JwtVerifier, metadata_urls
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.helpers import sandbox_app
-from tests.helpers import settings as make_settings
-from tests.mcp import ok
-from tests.mcp.test_http import INITIALIZE, MCP_HEADERS, authorized, served
-
-from . import (
+from tests.auth import (
     ALL_TOOLS,
     PUBLIC_URL,
     READ_TOOLS,
@@ -36,6 +31,10 @@ from . import (
     forged,
     public_pem,
 )
+from tests.helpers import sandbox_app
+from tests.helpers import settings as make_settings
+from tests.mcp import ok
+from tests.mcp.served import INITIALIZE, MCP_HEADERS, authorized, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
