@@ -140,7 +140,7 @@ check() {
 skip() { SUMMARY+=("SKIP  $1: $2"); echo; echo "== $1"; echo "SKIPPED: $2"; }
 assert() { "$PY" "$HERE/check.py" "$@"; }
 
-# show <command...>: print a command as run, with the temporary folder and the bearer token masked.
+# show <command...>: print a command as run, with the temporary folder, the bearer token and the agent key masked.
 show() {
     local arg line=""
     for arg in "$@"; do
@@ -148,6 +148,7 @@ show() {
         line+=" $arg"
     done
     line=${line//$TMP/\$TMP}
+    [[ -n ${READ_KEY:-} ]] && line=${line//$READ_KEY/<agent key>}
     echo "\$${line//$TOKEN/<token>}"
 }
 
@@ -229,12 +230,16 @@ check "inspector stdio: resources/templates/list" stdio_templates
 check "inspector stdio: prompts/list" stdio_prompts
 check "inspector stdio: --protocol-era auto (2026-07-28): get_balance, resources/read" stdio_era_2026
 
-# --- 2. Inspector over streamable HTTP with a bearer token ------------------------------------------------------
+# --- 2. Inspector over streamable HTTP with the owner's token and with an agent's key ----------------------------
 PORT=$(free_port)
 URL=http://127.0.0.1:$PORT/mcp
-start_server "$TMP/http-token.log" "$PORT" SMSRENT_HTTP_TOKEN="$TOKEN"
+AGENTS=$TMP/agents.toml
+READ_KEY=$("$WRAPPER" agents add inspector-reader --scopes read --file "$AGENTS") # the key alone on stdout
+start_server "$TMP/http-token.log" "$PORT" SMSRENT_HTTP_TOKEN="$TOKEN" SMSRENT_AGENTS_FILE="$AGENTS"
 HTTP_PID=$SERVER_PID
 AUTH="Authorization: Bearer $TOKEN"
+READ_AUTH="Authorization: Bearer $READ_KEY"
+READ_TOOLS=(get_balance list_plans wait_for_code wake_up list_rentals get_messages)
 
 http_up() { wait_healthy "$PORT" "$HTTP_PID" "$TMP/http-token.log" "$TOKEN"; }
 http_tools() {
@@ -254,6 +259,26 @@ http_resource() {
         --format json -q
     assert resource "$O/http-active.json" smsrent://rentals/active legacy
 }
+http_agent_tools() { # a read-scoped key lists the read tools only, on both eras
+    inspect "$O/agent-tools.json" "$URL" --header "$READ_AUTH" --method tools/list --format json -q
+    assert tools-only "$O/agent-tools.json" "${READ_TOOLS[@]}"
+    inspect "$O/agent-tools-2026.json" "$URL" --protocol-era auto --header "$READ_AUTH" --method tools/list \
+        --format json -q
+    assert tools-only "$O/agent-tools-2026.json" "${READ_TOOLS[@]}"
+    inspect "$O/agent-balance.json" "$URL" --header "$READ_AUTH" --method tools/call --tool-name get_balance \
+        --format json -q
+    assert balance "$O/agent-balance.json" legacy
+}
+http_agent_refused() { # and the Inspector cannot call a spend tool with it: the tool is not there for this key
+    local rc=0
+    show inspector --cli "$URL" --header "$READ_AUTH" --method tools/call --tool-name rent_number \
+        --tool-arg service=Telegram --tool-arg max_price=1 --format json -q
+    timeout 90 "$INSPECTOR" --cli "$URL" --header "$READ_AUTH" --method tools/call --tool-name rent_number \
+        --tool-arg service=Telegram --tool-arg max_price=1 --format json -q </dev/null >"$O/agent-rent.out" 2>&1 || rc=$?
+    echo "exit $rc: $(head -c 300 "$O/agent-rent.out")"
+    ((rc != 0)) || { echo "the Inspector called rent_number with a read-scoped key" >&2; return 1; }
+    assert cli-error "$O/agent-rent.out" tool_not_found
+}
 http_refused() { # without the header, and with a wrong token, the CLI must fail (auth_required, exit 3)
     local rc label
     for label in "no Authorization header" "wrong token"; do
@@ -265,7 +290,7 @@ http_refused() { # without the header, and with a wrong token, the CLI must fail
             </dev/null >"$O/noauth.out" 2>&1 || rc=$?
         echo "$label: exit $rc: $(head -c 300 "$O/noauth.out")"
         ((rc != 0)) || { echo "the Inspector succeeded without a valid token" >&2; return 1; }
-        assert auth-error "$O/noauth.out"
+        assert cli-error "$O/noauth.out" auth_required
     done
 }
 
@@ -274,6 +299,8 @@ check "inspector http: tools/list with bearer" http_tools
 check "inspector http: tools/call get_balance with bearer (legacy and 2026 era)" http_balance
 check "inspector http: resources/read with bearer" http_resource
 check "inspector http: refused without a valid token" http_refused
+check "inspector http: a read-scoped agent key lists the read tools only (legacy and 2026 era)" http_agent_tools
+check "inspector http: a read-scoped agent key cannot call rent_number (not listed for it)" http_agent_refused
 stop_server "$HTTP_PID"
 
 # --- 3. Conformance suite over HTTP (no token: the suite cannot send one) --------------------------------------

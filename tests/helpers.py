@@ -8,10 +8,12 @@ import httpx
 from pydantic import SecretStr
 
 from smsrent.config import Settings
-from smsrent.mcp.app import App, Providers, create_app
+from smsrent.mcp.app import App, create_app
 from smsrent.providers.base import RetryPolicy
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.registry import Providers
+from smsrent.sandbox.base import SandboxServer
 from smsrent.sandbox.getatext import LONG_PRICES, TZ, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 
@@ -71,3 +73,17 @@ def sandbox_app(data_dir: Path, gotsms: GotSmsSandbox, getatext: GetatextSandbox
         settings(data_dir, **overrides),
         providers=lambda: Providers([gotsms_adapter(gotsms), getatext_adapter(getatext)]),
     )
+
+
+def requests(sandbox: SandboxServer, method: str, path: str, since: float = 0.0, until: float = float("inf")) -> int:
+    """How many `method path` requests the sandbox served in [since, until)."""
+    return sum(1 for at, m, p in sandbox.requests if (m, p) == (method, path) and since <= at < until)
+
+
+def request_times(sandbox: SandboxServer, method: str, path: str) -> list[float]:
+    return [at for at, m, p in sandbox.requests if (m, p) == (method, path)]
+
+
+def request_log(sandbox: SandboxServer, since: int = 0) -> list[str]:
+    """`METHOD path` of every request the sandbox served from index `since` on."""
+    return [f"{m} {p}" for _, m, p in sandbox.requests[since:]]

@@ -94,6 +94,14 @@ def cmd_tools(path: str, *expected: str) -> None:
     print(f"{len(names)} tools: {', '.join(names)}")
 
 
+def cmd_tools_only(path: str, *expected: str) -> None:
+    """tools/list names exactly `expected` (a credential's scopes leave the other tools out)."""
+    names = tool_names(path)
+    if sorted(names) != sorted(expected):
+        fail(f"tools/list should name exactly {sorted(expected)}; got {sorted(names)}")
+    print(f"{len(names)} tools, as the scopes allow: {', '.join(names)}")
+
+
 def cmd_manifest_tools(manifest: str, path: str) -> None:
     declared = {tool["name"] for tool in json.loads(Path(manifest).read_text()).get("tools", [])}
     served = set(tool_names(path))
@@ -165,13 +173,14 @@ def cmd_prompts(path: str, name: str) -> None:
     print(f"prompts: {', '.join(prompts)} ({name} args: {', '.join(args)})")
 
 
-def cmd_auth_error(path: str) -> None:
+def cmd_cli_error(path: str, expected: str) -> None:
+    """The Inspector CLI failed with the error code `expected` (auth_required, tool_not_found, ...)."""
     text = Path(path).read_text()
     match = re.search(r'"code"\s*:\s*"(\w+)"', text)
     code = match.group(1) if match else None
-    if code != "auth_required":
-        fail(f"expected the Inspector's auth_required error, got: {text[:400]!r}")
-    print("Inspector error code: auth_required")
+    if code != expected:
+        fail(f"expected the Inspector's {expected} error, got: {text[:400]!r}")
+    print(f"Inspector error code: {expected}")
 
 
 def cmd_wait_http(url: str, timeout: str, pid: str, token: str = "") -> None:
@@ -317,12 +326,13 @@ def cmd_bundle(archive: str, manifest: str, extract_to: str) -> None:
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "tools": cmd_tools,
+    "tools-only": cmd_tools_only,
     "manifest-tools": cmd_manifest_tools,
     "balance": cmd_balance,
     "resource": cmd_resource,
     "templates": cmd_templates,
     "prompts": cmd_prompts,
-    "auth-error": cmd_auth_error,
+    "cli-error": cmd_cli_error,
     "wait-http": cmd_wait_http,
     "conformance": cmd_conformance,
     "bundle": cmd_bundle,

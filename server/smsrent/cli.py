@@ -1,4 +1,6 @@
-"""`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`)."""
+"""`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`); `smsrent-mcp report` prints
+spend, outcomes and delivery figures from the ledger; `smsrent-mcp agents add|list|remove` edits the agents
+file."""
 
 from __future__ import annotations
 
@@ -9,13 +11,18 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 from pydantic import ValidationError
 
 from smsrent import __version__
+from smsrent import agents as agents_file
+from smsrent.agents import AgentsFileError
 from smsrent.config import Settings
 from smsrent.mcp.app import App, create_app
+from smsrent.observe.report import parse_duration, run_report
+from smsrent.observe.tracing import JsonFormatter, export_traces
 from smsrent.service.ledger import LedgerUnusable
 
 log = logging.getLogger("smsrent")
@@ -38,7 +45,56 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="where the ledger lives (SMSRENT_DATA_DIR)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (SMSRENT_LOG_LEVEL)")
     parser.add_argument("--version", action="version", version=f"smsrent {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands (none: run the server)")
+    report = commands.add_parser(
+        "report",
+        help="spend, purchase and rental outcomes, code delivery times",
+        description="Spend by provider and agent against the budget, purchases and rentals by outcome, code delivery"
+        " p50/p95 and the refund rate, from the ledger of the configured data dir.",
+    )
+    report.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
+    report.add_argument("--agent", help="only this agent (every figure is the owner's until agents exist)")
+    report.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
+    report.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
+    _agents_parser(commands)
     return parser.parse_args(argv)
+
+
+def _agents_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    file = argparse.ArgumentParser(add_help=False)
+    file.add_argument("--file", type=Path, help="the agents file (default: SMSRENT_AGENTS_FILE)")
+    agents = commands.add_parser(
+        "agents",
+        help="add, list or remove the agents of the HTTP server",
+        description="Edit the agents file (SMSRENT_AGENTS_FILE); running servers pick a change up within seconds.",
+    )
+    actions = agents.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser(
+        "add",
+        parents=[file],
+        help="add an agent; prints its new key once",
+        description="Append an agent to the file. Prints its new key on stdout, once: only the key's SHA-256 is"
+        " kept. With --subject the agent is an OAuth subject and gets no key.",
+    )
+    add.add_argument("name", help="the agent's name (letters, digits, '.', '_', '-')")
+    add.add_argument("--scopes", required=True, type=_words, help="comma-separated: read, spend, admin")
+    add.add_argument("--daily-budget", help="the most its purchases may cost in a rolling 24 h (USD)")
+    add.add_argument("--max-price", help="the most one of its purchases may cost (USD)")
+    add.add_argument("--subject", help="an OAuth subject (sub) instead of a key")
+    actions.add_parser("list", parents=[file], help="the agents, with a short fingerprint of each key")
+    remove = actions.add_parser("remove", parents=[file], help="take an agent out; its key stops working")
+    remove.add_argument("name")
+
+
+def _words(text: str) -> list[str]:
+    return [word.strip() for word in text.split(",") if word.strip()]
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -51,10 +107,12 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def configure_logging(level: str) -> None:
-    """Human-readable logs on stderr (stdout is the protocol channel in stdio mode)."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Logs on stderr (stdout is the protocol channel in stdio mode): human-readable lines, or one JSON object per
+    line with the trace id."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    text = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+    handler.setFormatter(JsonFormatter() if log_format == "json" else text)
     handler.setLevel(level)  # a client's logging/setLevel may lower the smsrent logger, never stderr's level
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -70,10 +128,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
         sys.exit(f"smsrent-mcp: invalid configuration: {problems}")
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    if args.command == "report":
+        try:
+            sys.stdout.write(anyio.run(run_report, settings, args.since, args.agent, args.format))
+        except LedgerUnusable as err:
+            sys.exit(f"smsrent-mcp: {err}")
+        return
+    if args.command == "agents":
+        try:
+            run_agents(args, args.file or settings.agents_file)
+        except ValueError as err:  # AgentsFileError too
+            sys.exit(f"smsrent-mcp: {err}")
+        return
+    export_traces(settings.otel_endpoint)
     if settings.webhook_port is not None and settings.webhook_secret is None:
         sys.exit("smsrent-mcp: SMSRENT_WEBHOOK_PORT needs SMSRENT_WEBHOOK_SECRET (the webhook's secret path).")
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except AgentsFileError as err:
+        sys.exit(f"smsrent-mcp: {err}")
     if app.sandbox:
         sys.stderr.write(BANNER + "\n")
     try:
@@ -90,6 +164,53 @@ def main(argv: Sequence[str] | None = None) -> None:
         if refusal is None:
             raise
         sys.exit(f"smsrent-mcp: {refusal}")
+
+
+def run_agents(args: argparse.Namespace, path: Path | None) -> None:
+    """`agents add|list|remove`: the new key (alone) on stdout, everything else on stderr but the list."""
+    if path is None:
+        raise ValueError("name the agents file: set SMSRENT_AGENTS_FILE or pass --file")
+    if args.action == "list":
+        sys.stdout.write(agents_table(agents_file.load(path)[1].entries))
+    elif args.action == "remove":
+        agents_file.remove(path, args.name)
+        sys.stderr.write(f"removed agent {args.name} from {path}; servers refuse its credential within seconds\n")
+    else:
+        key = None if args.subject else agents_file.new_key()
+        table = {
+            "name": args.name,
+            "scopes": args.scopes,
+            "key_sha256": None if key is None else agents_file.key_digest(key),
+            "subject": args.subject,
+            "daily_budget": args.daily_budget,
+            "max_price": args.max_price,
+        }
+        added = agents_file.add(path, {k: v for k, v in table.items() if v is not None})
+        if key is None:
+            sys.stderr.write(f"added agent {added.name} (OAuth subject {added.subject}) to {path}\n")
+            return
+        sys.stdout.write(key + "\n")
+        sys.stderr.write(
+            f"added agent {added.name} to {path}: give it the key above, sent as Authorization: Bearer <key>;"
+            " it is shown only this once (the file keeps its SHA-256)\n"
+        )
+
+
+def agents_table(entries: Sequence[agents_file.AgentEntry]) -> str:
+    """`agents list`: one line per agent; a key shows as the first 8 hex digits of its SHA-256."""
+    rows: list[tuple[str, ...]] = [("name", "credential", "scopes", "daily_budget", "max_price")]
+    for entry in entries:
+        credential = (
+            f"key sha256:{agents_file.fingerprint(entry.key_sha256)}..."
+            if entry.key_sha256 is not None
+            else f"subject {entry.subject}"
+        )
+        limits = ("-" if amount is None else str(amount) for amount in (entry.daily_budget, entry.max_price))
+        rows.append((entry.name, credential, ",".join(entry.scopes), *limits))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n" for row in rows
+    )
 
 
 def _ledger_refusal(err: BaseException) -> LedgerUnusable | None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from datetime import tzinfo
 from decimal import Decimal
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,8 +19,8 @@ from smsrent.domain.ids import LONG_PERIODS
 from smsrent.domain.values import parse_timezone
 from smsrent.providers.getatext import DEFAULT_BASE_URL as GETATEXT_DEFAULT_URL
 from smsrent.providers.gotsms import DEFAULT_BASE_URL as GOTSMS_DEFAULT_URL
-from smsrent.service.rentals import SETTLE_AFTER
 
+SETTLE_AFTER = 180.0  # seconds a lost purchase the provider does not show blocks it; then it is settled
 PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)]
 
 
@@ -26,6 +28,16 @@ def _user_data_dir() -> Path:
     import platformdirs  # only when SMSRENT_DATA_DIR is unset
 
     return Path(platformdirs.user_data_dir("smsrent", appauthor=False))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine's loopback."""
+    if host == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _env(name: str) -> AliasChoices:
@@ -59,6 +71,11 @@ class Settings(BaseSettings):
     http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("SMSRENT_HTTP_ALLOWED_HOSTS")
     )
+    agents_file: Path | None = Field(None, validation_alias=_env("SMSRENT_AGENTS_FILE"))
+    oauth_issuer: str | None = Field(None, validation_alias=_env("SMSRENT_OAUTH_ISSUER"))
+    public_url: str | None = Field(None, validation_alias=_env("SMSRENT_PUBLIC_URL"))
+    agent_daily_budget: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_AGENT_DAILY_BUDGET"))
+    agent_max_price: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_AGENT_MAX_PRICE"))
     webhook_secret: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_WEBHOOK_SECRET"))
     webhook_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias=_env("SMSRENT_WEBHOOK_IPS"))
     webhook_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("SMSRENT_WEBHOOK_PORT"))
@@ -67,11 +84,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", validation_alias=_env("SMSRENT_LOG_LEVEL")
     )
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("SMSRENT_LOG_FORMAT"))
+    otel_endpoint: str | None = Field(None, validation_alias=_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("getatext_timezone")
     @classmethod
@@ -98,6 +122,33 @@ class Settings(BaseSettings):
     def _split_ips(cls, value: object) -> object:
         return tuple(filter(None, (v.strip() for v in value.split(",")))) if isinstance(value, str) else value
 
+    @field_validator("oauth_issuer", "public_url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        """An http(s) URL without query or fragment; plain http only for a loopback host (tests, a local proxy)."""
+        if value is None:
+            return None
+        url = urlsplit(value)
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise ValueError(f"expected an https:// URL without query or fragment, got {value!r}")
+        if url.scheme == "http" and not is_loopback(url.hostname):
+            raise ValueError(f"use https:// for {url.hostname} (plain http is accepted for loopback addresses only)")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return None if value is None else value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _issuer_needs_public_url(self) -> Settings:
+        if self.oauth_issuer is not None and self.public_url is None:
+            raise ValueError(
+                "SMSRENT_OAUTH_ISSUER needs SMSRENT_PUBLIC_URL, how clients reach this server (e.g."
+                " https://smsrent.example.org): tokens must be issued for <it>/mcp"
+            )
+        return self
+
     @model_validator(mode="after")
     def _settle_after_outlasts_a_late_answer(self) -> Settings:
         """Not seeing a purchase counts as proof only well after a late answer could still have landed."""
@@ -107,6 +158,11 @@ class Settings(BaseSettings):
                 f" ({self.provider_timeout:g} s): a purchase the provider finishes late would be taken as not bought"
             )
         return self
+
+    @property
+    def http_auth(self) -> bool:
+        """Whether HTTP callers must present a credential: the owner token, an agent key, or an OAuth token."""
+        return self.http_token is not None or self.agents_file is not None or self.oauth_issuer is not None
 
     @property
     def provider_tz(self) -> tzinfo:

@@ -1,7 +1,8 @@
 """One set of domain-level expectations every provider adapter meets, over its sandbox.
 
-Parametrized over both adapters (GotSMS, Getatext) and both transports (in-process ASGI and real HTTP
-on loopback), so the service layer can rely on the `Provider` protocol alone.
+Parametrized over the adapters (GotSMS, Getatext, and MiniSMS, the provider that exists only in the tests) and
+both transports (in-process ASGI and real HTTP on loopback), so the service layer can rely on the `Provider`
+protocol alone.
 """
 
 from __future__ import annotations
@@ -15,24 +16,28 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from smsrent.domain.errors import CancelNotAllowed, ProviderNotFound, SmsRentError
 from smsrent.domain.ids import Ref, parse_plan_id, parse_rental_id
 from smsrent.domain.models import Plan, Receipt, RentalStatus
 from smsrent.providers.base import Provider
 from smsrent.sandbox import serve_loopback
-from smsrent.sandbox.base import SandboxServer, SandboxTiming
+from smsrent.sandbox.base import SandboxTiming
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.helpers import getatext_adapter, gotsms_adapter
+from tests.helpers import FAST_RETRY, getatext_adapter, gotsms_adapter
+from tests.minisms.adapter import MiniSmsProvider, registered
+from tests.minisms.server import API_KEY, MiniSms
 
 pytestmark = pytest.mark.anyio
 BOUND = 20.0
 
 E164 = re.compile(r"\+[1-9]\d{6,14}")
 CANCEL_AFTER = 0.3  # Getatext refuses a cancellation this soon after renting (the document's minute, scaled)
-UNKNOWN = {"gotsms": f"gotsms:{uuid.UUID(int=7)}", "getatext": "getatext:999999999"}
+UNKNOWN = {"gotsms": f"gotsms:{uuid.UUID(int=7)}", "getatext": "getatext:999999999", "minisms": "minisms:r-999999"}
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +60,6 @@ class Subject:
     """One adapter over its sandbox, and how to make the sandbox's number receive a code."""
 
     provider: Provider
-    sandbox: SandboxServer
     send_code: Callable[[Ref, str], None]
 
     @property
@@ -82,6 +86,8 @@ class Subject:
         ("gotsms", "loopback"),
         ("getatext", "in-process"),
         ("getatext", "loopback"),
+        ("minisms", "in-process"),
+        ("minisms", "loopback"),
     ],
     ids=lambda p: f"{p[0]}-{p[1]}",
 )
@@ -89,7 +95,8 @@ async def subject(
     request: pytest.FixtureRequest, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
 ) -> AsyncIterator[Subject]:
     name, transport = request.param
-    sandbox: SandboxServer = gotsms_sandbox if name == "gotsms" else getatext_sandbox
+    minisms = MiniSms()
+    app = {"gotsms": gotsms_sandbox.app, "getatext": getatext_sandbox.app, "minisms": minisms.app}[name]
 
     def send_gotsms(rental: Ref, code: str) -> None:
         gotsms_sandbox.deliver(rental.local_id, f"Your verification code is {code}", code)
@@ -97,17 +104,27 @@ async def subject(
     def send_getatext(rental: Ref, code: str) -> None:
         getatext_sandbox.deliver(int(rental.local_id), code)
 
+    def send_minisms(rental: Ref, code: str) -> None:
+        minisms.deliver(rental.local_id, code)
+
     async with AsyncExitStack() as stack:
-        base = await stack.enter_async_context(serve_loopback(sandbox.app)) if transport == "loopback" else None
+        base = await stack.enter_async_context(serve_loopback(app)) if transport == "loopback" else None
         provider: Provider
         if name == "gotsms":
             provider = gotsms_adapter(gotsms_sandbox, base_url=f"{base}/api" if base else None)
             send = send_gotsms
-        else:
+        elif name == "getatext":
             provider = getatext_adapter(getatext_sandbox, base_url=base)
             send = send_getatext
+        else:
+            stack.enter_context(registered(base or "http://minisms.test"))
+            asgi = None if base else httpx.ASGITransport(app=app)
+            provider = MiniSmsProvider(
+                SecretStr(API_KEY), base_url=base or "http://minisms.test", transport=asgi, retry=FAST_RETRY
+            )
+            send = send_minisms
         stack.push_async_callback(provider.aclose)
-        yield Subject(provider, sandbox, send)
+        yield Subject(provider, send)
 
 
 async def test_balance_is_a_positive_decimal_in_usd(subject: Subject) -> None:

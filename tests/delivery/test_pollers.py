@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from smsrent.domain.models import Message, Receipt
-from smsrent.service.pollers import GotSmsPoller
-
-from .conftest import FAST, World, WorldFactory, every, request_times, requests, settle
+from smsrent.service.pollers import InboxPoller
+from tests.helpers import request_times, requests
+from tests.world import FAST, World, WorldFactory, every, settle
 
 pytestmark = pytest.mark.anyio
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class PageSpy:
 
     def __init__(self, world: World) -> None:
         poller = world.delivery.pollers["gotsms"]
-        assert isinstance(poller, GotSmsPoller)
+        assert isinstance(poller, InboxPoller)
         self.ticks: list[list[int]] = []
         tick, read_page = poller.tick, world.gotsms.message_page
 

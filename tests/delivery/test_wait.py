@@ -13,8 +13,8 @@ import smsrent.service.delivery as delivery_module
 from smsrent.domain.models import RentalStatus
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import WaitResult
-
-from .conftest import FAST, WorldFactory, every, requests, settle, timing_with
+from tests.helpers import requests
+from tests.world import FAST, WorldFactory, every, settle, timing_with
 
 pytestmark = pytest.mark.anyio
 

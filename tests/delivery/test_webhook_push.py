@@ -21,8 +21,8 @@ from smsrent.providers.getatext import parse_webhook
 from smsrent.sandbox.getatext import TZ
 from smsrent.service.delivery import WaitResult
 from smsrent.service.ledger import PurchaseState
-
-from .conftest import World, WorldFactory, every, requests
+from tests.helpers import requests
+from tests.world import World, WorldFactory, every
 
 pytestmark = pytest.mark.anyio
 
@@ -161,7 +161,7 @@ async def test_a_push_adopts_the_rental_a_purchase_paid_for_without_learning_its
     with `rental-status`, it is recorded and given to that purchase, with its real price, if exactly one purchase
     of that service can be its own."""
     async with make_world(schedule=SLOW, pushes_arrive=True) as world:
-        plan = (await world.rentals.plans(service="uber", provider="getatext"))[0]
+        plan = (await world.rentals.catalogue.plans(service="uber", provider="getatext"))[0]
         bought = await world.rentals.provider("getatext").rent(parse_plan_id(plan.plan_id))  # never recorded
         rental_id = bought.rental.rental_id
         number = int(parse_rental_id(rental_id).local_id)
@@ -199,7 +199,7 @@ async def test_a_push_is_never_given_to_a_purchase_whose_request_never_left(make
     (made on the website, say), even when nothing else could have: it is not adopted, and it is settled as not
     bought."""
     async with make_world(schedule=SLOW, pushes_arrive=True) as world:
-        plan = (await world.rentals.plans(service="uber", provider="getatext"))[0]
+        plan = (await world.rentals.catalogue.plans(service="uber", provider="getatext"))[0]
         elsewhere = await world.rentals.provider("getatext").rent(parse_plan_id(plan.plan_id))
         number = int(parse_rental_id(elsewhere.rental.rental_id).local_id)
         stopped = await world.ledger.reserve(
@@ -209,7 +209,7 @@ async def test_a_push_is_never_given_to_a_purchase_whose_request_never_left(make
         world.getatext_sandbox.deliver(number, "004521")
         body = {"id": number, "code": 4521, "received_at": "2025-07-06 15:43:37"}
         assert await world.delivery.push(parse_webhook(body, TZ)) is False
-        await world.rentals.reconcile("getatext")
+        await world.rentals.purchases.reconcile("getatext")
         purchase = await world.ledger.purchase(stopped)
         recorded = await world.ledger.rental(elsewhere.rental.rental_id)
     assert purchase is not None

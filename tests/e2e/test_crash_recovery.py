@@ -21,7 +21,7 @@ from mcp import Client, StdioServerParameters
 
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.e2e.conftest import command, server_env
+from tests.e2e.process import command, server_env
 from tests.mcp import local_id, ok, posts
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]

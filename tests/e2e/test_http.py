@@ -13,7 +13,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.e2e.conftest import command, free_port, server_env
+from tests.e2e.process import command, free_port, server_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 TOKEN = "e2e-token-0123456789"

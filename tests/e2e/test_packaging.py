@@ -44,6 +44,10 @@ def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
         entry_points = archive.read(f"smsrent-{__version__}.dist-info/entry_points.txt").decode()
     assert "smsrent/cli.py" in names
     assert "smsrent/sandbox/gotsms.py" in names
+    static = {
+        f"smsrent/mcp/static/{name}" for name in ("dashboard.html", "dashboard.js", "dashboard.css", "favicon.svg")
+    }
+    assert static <= set(names)  # the dashboard is served from package data
     assert not any(name.startswith("tests/") for name in names)
     assert metadata["Version"] == __version__
     assert any(req.startswith("mcp") for req in metadata.get_all("Requires-Dist") or [])

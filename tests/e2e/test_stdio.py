@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mcp import Client, StdioServerParameters
 
-from tests.e2e.conftest import command, server_env
+from tests.e2e.process import command, server_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 

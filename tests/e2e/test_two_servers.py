@@ -25,7 +25,7 @@ from mcp import Client, StdioServerParameters
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.e2e.conftest import command, free_port, server_env
+from tests.e2e.process import command, free_port, server_env
 from tests.mcp import ok, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]

@@ -36,8 +36,9 @@ from hypothesis import strategies as st
 from mcp import Client
 from mcp.types import CallToolResult, Tool
 
-from smsrent.mcp.app import App, Providers, create_app
+from smsrent.mcp.app import App, create_app
 from smsrent.mcp.tools import MAX_ERROR_CHARS
+from smsrent.providers.registry import Providers
 from smsrent.sandbox.base import SandboxServer, SandboxTiming
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox

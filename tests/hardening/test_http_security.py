@@ -23,7 +23,7 @@ from smsrent.mcp.http import MCP_BODY_LIMIT, WEBHOOK_BODY_LIMIT
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.mcp import local_id, posts, rent_getatext
-from tests.mcp.test_http import INITIALIZE, MCP_HEADERS, SECRET, TOKEN, hook_app, push_body, served
+from tests.mcp.served import INITIALIZE, MCP_HEADERS, SECRET, TOKEN, hook_app, open_session, push_body, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -35,17 +35,6 @@ RENT = {
 
 
 # -- Helpers ------------------------------------------------------------------------------------------------
-
-
-async def open_session(http: httpx.AsyncClient, base: str, auth: dict[str, str]) -> dict[str, str]:
-    """A 2025-11-25 session opened by hand; returns the headers its requests need, credentials left out so that
-    each request can present its own."""
-    answer = await http.post(f"{base}/mcp", json=INITIALIZE, headers={**MCP_HEADERS, **auth})
-    assert answer.status_code == 200, answer.text
-    session = {**MCP_HEADERS, "Mcp-Session-Id": answer.headers["mcp-session-id"], "Mcp-Protocol-Version": "2025-11-25"}
-    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-    assert (await http.post(f"{base}/mcp", json=initialized, headers={**session, **auth})).status_code == 202
-    return session
 
 
 def tool_call(params: dict[str, Any], size: int | None = None) -> bytes:
@@ -203,8 +192,11 @@ async def test_no_wrong_credential_reaches_a_tool(
         )
         posts_before, purchases_before = posts(gotsms_sandbox), purchase_states(tmp_path)
         right = await http.post(f"{base}/mcp", content=tool_call(RENT), headers={**session, **AUTH})
-    assert refused == dict.fromkeys(wrong, (401, 'Bearer realm="smsrent"'))
-    assert stranger_oversized.status_code == 401  # the token comes first: a stranger's body is never read
+    challenge = 'Bearer error="invalid_token", error_description="Authentication required"'
+    assert refused == {  # a credential in the query string is refused before anything else looks at the request
+        name: (400, None) if query else (401, challenge) for name, (_, query) in wrong.items()
+    }
+    assert stranger_oversized.status_code == 401  # the credential comes first: a stranger's body is never read
     assert posts_before == []
     assert purchases_before == []
     assert right.status_code == 200

@@ -42,10 +42,11 @@ from smsrent.domain.errors import ProviderError, ProviderTimeout, ProviderUnavai
 from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.domain.models import Balance, Plan, Receipt
 from smsrent.domain.values import MAX_AMOUNT
-from smsrent.mcp.app import Providers, create_app
+from smsrent.mcp.app import create_app
 from smsrent.providers.base import HttpProvider, RetryPolicy
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.registry import Providers
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.base import HOSTILE, HostileBody, SandboxServer, SandboxTiming
 from smsrent.sandbox.getatext import GetatextSandbox

@@ -16,8 +16,7 @@ from smsrent.mcp.app import App
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
-
-from . import MODES, PROTOCOL
+from tests.mcp import MODES, PROTOCOL
 
 
 @pytest.fixture

@@ -18,8 +18,7 @@ from smsrent.mcp.app import App
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
-
-from . import fails, ok, posts
+from tests.mcp import fails, ok, posts
 
 pytestmark = pytest.mark.anyio
 

@@ -4,63 +4,23 @@ token, the non-loopback refusal, DNS-rebinding protection, and the Getatext webh
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
-import httpx2
 import pytest
 from mcp import Client, MCPError
-from mcp.client.streamable_http import streamable_http_client
 
 from smsrent.mcp.app import App
 from smsrent.mcp.http import http_app
 from smsrent.sandbox import serve_loopback
-from smsrent.sandbox.getatext import TZ, GetatextSandbox
+from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
-
-from . import PROTOCOL, fails, local_id, ok, rent_getatext, rent_gotsms, text_of, wait_while
+from tests.mcp import PROTOCOL, fails, local_id, ok, rent_getatext, rent_gotsms, text_of, wait_while
+from tests.mcp.served import INITIALIZE, MCP_HEADERS, SECRET, TOKEN, authorized, hook_app, push_body, served
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
-
-TOKEN = "test-http-token-8c1f0e"
-SECRET = "hook-secret-5d2a9b"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "raw-test", "version": "0"},
-    },
-}
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-@asynccontextmanager
-async def served(app: App, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """`http_app(app, host)` served by uvicorn on 127.0.0.1; yields the base URL."""
-    async with serve_loopback(http_app(app, host)) as base:
-        yield base
-
-
-@asynccontextmanager
-async def authorized(base: str, mode: str = "auto", token: str = TOKEN) -> AsyncIterator[Client]:
-    """A client whose HTTP requests carry the bearer token (SDK-facing HTTP objects are httpx2).
-
-    `streamable_http_client` does not close an `http_client` it was given, so it is closed here.
-    """
-    async with (
-        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
-        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
-    ):
-        yield client
 
 
 def mcp_errors(group: BaseException) -> list[MCPError]:
@@ -145,13 +105,18 @@ async def test_token_is_required_on_mcp(token_app: App, gotsms_sandbox: GotSmsSa
         )
         health = await http.get(f"{base}/healthz")
         health_with_token = await http.get(f"{base}/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
-    for refused in (bare, wrong, raw_token, health):  # with a token set, every request but the webhook needs it
+    for refused in (bare, wrong, raw_token):
         assert refused.status_code == 401
-        assert refused.headers["www-authenticate"].startswith("Bearer")
+        assert refused.headers["www-authenticate"] == (
+            'Bearer error="invalid_token", error_description="Authentication required"'
+        )  # no resource_metadata: without an issuer there is no authorization server to point to
         assert TOKEN not in refused.text
     assert right.status_code == 200
     assert lower_scheme.status_code == 200  # the scheme is case-insensitive
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok"}  # a probe learns the server is up, nothing else
     assert health_with_token.status_code == 200
+    assert set(health_with_token.json()) == {"status", "version", "providers", "tasks"}
     assert gotsms_sandbox.requests == []
 
 
@@ -234,21 +199,6 @@ async def test_non_loopback_bind_allows_only_its_own_host(token_app: App) -> Non
 
 
 # -- Getatext webhook ---------------------------------------------------------------------------------------
-
-
-def push_body(rental: dict[str, Any], code: object) -> dict[str, Any]:
-    """A push shaped like the document's example: the code as a JSON number, a naive Eastern time."""
-    return {
-        "id": int(local_id(rental["rental_id"])),
-        "code": code,
-        "received_at": datetime.now(TZ).strftime("%Y-%m-%d %H:%M:%S"),
-        "number": rental["phone_display"],
-        "service_name": rental["service"],
-    }
-
-
-def hook_app(tmp_path: Path, gotsms: GotSmsSandbox, getatext: GetatextSandbox, **overrides: object) -> App:
-    return sandbox_app(tmp_path, gotsms, getatext, webhook_secret=SECRET, **overrides)
 
 
 @pytest.mark.parametrize("allowed", [(), ("127.0.0.1",)], ids=["any-sender", "allowlisted"])

@@ -16,8 +16,7 @@ from mcp.types import CallToolResult
 
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-
-from . import UTC_TIME, local_id, rent_getatext, rent_gotsms, text_of, wait_while
+from tests.mcp import UTC_TIME, local_id, rent_getatext, rent_gotsms, text_of, wait_while
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,7 @@ from mcp.types import (
 from smsrent.mcp.app import App
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-
-from . import INJECTION, fails, local_id, ok, outside_fences, rent_getatext, rent_gotsms, wait_while
+from tests.mcp import INJECTION, fails, local_id, ok, outside_fences, rent_getatext, rent_gotsms, wait_while
 
 pytestmark = pytest.mark.anyio
 

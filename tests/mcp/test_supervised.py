@@ -19,18 +19,18 @@ import httpx
 import pytest
 from mcp import Client
 
-from smsrent.mcp.app import App, Providers, create_app
+from smsrent.mcp.app import App, create_app
 from smsrent.mcp.http import http_app
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.registry import Providers
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.ledger import Ledger
 from smsrent.service.supervisor import Supervisor
 from tests.helpers import getatext_adapter, gotsms_adapter, settings
-
-from . import local_id, ok, rent_getatext, rent_gotsms
+from tests.mcp import local_id, ok, rent_getatext, rent_gotsms
 
 pytestmark = pytest.mark.anyio
 

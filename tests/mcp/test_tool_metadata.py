@@ -11,8 +11,7 @@ from mcp.types import Tool
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
-
-from . import PROTOCOL, fails, ok, posts
+from tests.mcp import PROTOCOL, fails, ok, posts
 
 pytestmark = pytest.mark.anyio
 

@@ -34,8 +34,7 @@ from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter, settings
-
-from . import local_id
+from tests.mcp import local_id
 
 pytestmark = pytest.mark.anyio
 

@@ -18,8 +18,7 @@ from mcp import Client
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.helpers import sandbox_app
-
-from . import (
+from tests.mcp import (
     E164,
     INJECTION,
     UTC_TIME,

@@ -17,9 +17,8 @@ from smsrent.domain.values import MAX_AMOUNT, to_int, to_money
 from smsrent.providers.base import HttpProvider, RetryPolicy
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
-
-from .fixtures import load
-from .transport import Router, json_response, raw_response
+from tests.providers.fixtures import load
+from tests.providers.transport import Router, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
 

@@ -30,9 +30,8 @@ from smsrent.domain.errors import (
 from smsrent.providers.base import HttpProvider, RetryPolicy, _Progress, parse_retry_after
 from smsrent.providers.getatext import GetatextProvider
 from smsrent.providers.gotsms import GotSmsProvider
-
-from .fixtures import fixture_text, load
-from .transport import Router, Step, json_response, raw_response
+from tests.providers.fixtures import fixture_text, load
+from tests.providers.transport import Router, Step, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -23,19 +23,17 @@ from smsrent.domain.errors import (
     ProviderUnavailable,
 )
 from smsrent.domain.ids import parse_plan_id, parse_rental_id
-from smsrent.domain.models import Balance, Message, Plan, Receipt, Rental, RentalStatus
+from smsrent.domain.models import Balance, Message, Receipt, Rental, RentalStatus
 from smsrent.providers.base import RetryPolicy
 from smsrent.providers.getatext import GetatextProvider
-
-from .fixtures import fixture_text, getatext_as_printed, load, repair_printed
-from .transport import Router, assert_request, json_response, raw_response
+from tests.providers.expected import END, GETATEXT_COMPLETED, GETATEXT_LONG_RENTAL, GETATEXT_RENTED, GETATEXT_WHATSAPP
+from tests.providers.fixtures import fixture_text, getatext_as_printed, load, repair_printed
+from tests.providers.transport import Router, assert_request, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
 
 KEY = "sk_live_G3tAtext-very-secret-key-98765"
 AUTH = ("Auth", KEY)
-EDT = timezone(timedelta(hours=-4))
-END = datetime(2025, 7, 6, 15, 43, 37, tzinfo=EDT)
 NO_WAIT = RetryPolicy(attempts=3, base_delay=0, max_retry_after=0)
 HANDLER = "/stubs/handler_api"
 
@@ -90,47 +88,6 @@ def expect_handler(request: httpx.Request, action: str, **params: str) -> None:
     assert_request(request, "GET", HANDLER, auth=AUTH, secret=KEY, query=query, secret_in_query=True)
 
 
-RENTED = Rental(
-    rental_id="getatext:12345",
-    provider="getatext",
-    phone="+11234567890",
-    phone_display="1234567890",
-    service="Whatsapp",
-    plan_id="getatext:whatsapp",
-    price=Decimal("0.55"),
-    status=RentalStatus.ACTIVE,
-    provider_status="success",
-    ends_at=END,
-)
-RENTED_RECEIPT = Receipt(rental=RENTED, balance_after=Decimal("113.32"), note="Number rented successfully.")
-WHATSAPP = Plan(
-    plan_id="getatext:whatsapp",
-    provider="getatext",
-    service="Whatsapp",
-    service_code="whatsapp",
-    country="USA",
-    price=Decimal("0.55"),
-    duration="5 min",
-    duration_minutes=5,
-    billing_type="one_time",
-    multiple_sms=True,
-)
-LONG_RENTAL = Rental(
-    rental_id="getatext:long:1",
-    provider="getatext",
-    phone="+11234567890",
-    phone_display="1234567890",
-    plan_id="getatext:long:1w",
-    price=Decimal("10.55"),
-    status=RentalStatus.ACTIVE,
-    provider_status="Active",
-    started_at=datetime(2025, 7, 1, tzinfo=EDT),
-    ends_at=datetime(2025, 7, 6, tzinfo=EDT),
-    auto_renew=True,
-    period="1 Week",
-)
-
-
 # -- Client setup ---------------------------------------------------------------------------------------
 
 
@@ -158,7 +115,7 @@ async def test_custom_base_url(router: Router, make: Factory) -> None:
 
 async def test_rent_a_number(router: Router, getatext: GetatextProvider) -> None:
     router.add("POST", "/api/v1/rent-a-number", serve("rent_a_number", 201))
-    assert await getatext.rent_a_number("whatsapp") == RENTED_RECEIPT
+    assert await getatext.rent_a_number("whatsapp") == GETATEXT_RENTED
     expect(router.last, "POST", "/api/v1/rent-a-number", body={"service": "whatsapp"})
     assert len(router.requests) == 1
 
@@ -203,15 +160,12 @@ async def test_complete_rental(router: Router, getatext: GetatextProvider) -> No
     receipt = await getatext.complete_rental("12345")
     expect(router.last, "POST", "/api/v1/rental-status/12345/completed")
     assert router.last.content == b""
-    assert receipt.rental.status is RentalStatus.COMPLETED
-    assert receipt.rental.price == Decimal("0.1")
-    assert receipt.balance_after == Decimal("9.9")
-    assert receipt.note == "Rental marked as completed successfully."
+    assert receipt == GETATEXT_COMPLETED
 
 
 async def test_prices(router: Router, getatext: GetatextProvider) -> None:
     router.add("GET", "/api/v1/prices-info", serve("prices_info"))
-    assert await getatext.prices() == [WHATSAPP]
+    assert await getatext.prices() == [GETATEXT_WHATSAPP]
     expect(router.last, "GET", "/api/v1/prices-info")
 
 
@@ -252,7 +206,7 @@ async def test_balance_without_amount(router: Router, getatext: GetatextProvider
 
 async def test_long_rentals(router: Router, getatext: GetatextProvider) -> None:
     router.add("GET", "/api/v1/long-rentals", serve("long_rentals"))
-    assert await getatext.long_rentals() == [LONG_RENTAL]
+    assert await getatext.long_rentals() == [GETATEXT_LONG_RENTAL]
     expect(router.last, "GET", "/api/v1/long-rentals")
 
 
@@ -261,13 +215,13 @@ async def test_create_long_rental(router: Router, getatext: GetatextProvider, au
     router.add("POST", "/api/v1/long-rentals", serve("long_rental_created"))
     receipt = await getatext.create_long_rental("1w", auto_renew=auto_renew)
     expect(router.last, "POST", "/api/v1/long-rentals", body={"auto_renew": auto_renew, "rental_time": "1w"})
-    assert receipt == Receipt(rental=LONG_RENTAL)
+    assert receipt == Receipt(rental=GETATEXT_LONG_RENTAL)
 
 
 async def test_create_long_rental_flat_answer_as_printed(router: Router, getatext: GetatextProvider) -> None:
     flat = repair_printed(getatext_as_printed()["long_rental_created"])
     router.add("POST", "/api/v1/long-rentals", json_response(200, flat))
-    assert await getatext.create_long_rental("1w", auto_renew=True) == Receipt(rental=LONG_RENTAL)
+    assert await getatext.create_long_rental("1w", auto_renew=True) == Receipt(rental=GETATEXT_LONG_RENTAL)
 
 
 @pytest.mark.parametrize(
@@ -285,13 +239,13 @@ async def test_update_long_rental(
     router.add("POST", "/api/v1/long-rentals/1/update", serve("long_rental_updated"))
     receipt = await getatext.update_long_rental("1", action, auto_renew=auto_renew)
     expect(router.last, "POST", "/api/v1/long-rentals/1/update", body=body)
-    assert receipt == Receipt(rental=LONG_RENTAL)
+    assert receipt == Receipt(rental=GETATEXT_LONG_RENTAL)
 
 
 async def test_update_long_rental_flat_answer_as_printed(router: Router, getatext: GetatextProvider) -> None:
     flat = repair_printed(getatext_as_printed()["long_rental_updated"])
     router.add("POST", "/api/v1/long-rentals/1/update", json_response(200, flat))
-    assert (await getatext.update_long_rental("1", "renew")).rental == LONG_RENTAL
+    assert (await getatext.update_long_rental("1", "renew")).rental == GETATEXT_LONG_RENTAL
 
 
 async def test_long_rental_messages(router: Router, getatext: GetatextProvider) -> None:
@@ -310,7 +264,7 @@ async def test_long_rental_messages(router: Router, getatext: GetatextProvider) 
 
 async def test_handler_get_prices_json(router: Router, handler_api: GetatextProvider) -> None:
     router.add("GET", HANDLER, serve("prices_info"))
-    assert await handler_api.prices() == [WHATSAPP]
+    assert await handler_api.prices() == [GETATEXT_WHATSAPP]
     expect_handler(router.last, "getPrices")
 
 
@@ -347,7 +301,7 @@ async def test_handler_get_rental_status_cancel_token(router: Router, handler_ap
 
 async def test_handler_get_number_json(router: Router, handler_api: GetatextProvider) -> None:
     router.add("GET", HANDLER, serve("rent_a_number", 201))
-    assert await handler_api.rent_a_number("whatsapp") == RENTED_RECEIPT
+    assert await handler_api.rent_a_number("whatsapp") == GETATEXT_RENTED
     expect_handler(router.last, "getNumber", service="whatsapp")
 
 
@@ -520,7 +474,7 @@ async def test_list_plans_with_long_periods(router: Router, getatext: GetatextPr
     router.add("GET", "/api/v1/prices-info", serve("prices_info"))
     plans = await getatext.list_plans()
     expect(router.last, "GET", "/api/v1/prices-info")
-    assert plans[0] == WHATSAPP
+    assert plans[0] == GETATEXT_WHATSAPP
     assert [(plan.plan_id, plan.price) for plan in plans[1:]] == [
         ("getatext:long:1w", None),
         ("getatext:long:2w", None),
@@ -546,7 +500,7 @@ async def test_list_plans_with_configured_long_prices(router: Router, make: Fact
 
 async def test_rent_one_time_plan(router: Router, getatext: GetatextProvider) -> None:
     router.add("POST", "/api/v1/rent-a-number", serve("rent_a_number", 201))
-    assert await getatext.rent(parse_plan_id("getatext:whatsapp")) == RENTED_RECEIPT
+    assert await getatext.rent(parse_plan_id("getatext:whatsapp")) == GETATEXT_RENTED
     expect(router.last, "POST", "/api/v1/rent-a-number", body={"service": "whatsapp"})
 
 
@@ -574,7 +528,7 @@ async def test_get_rental(router: Router, getatext: GetatextProvider) -> None:
 
 async def test_get_long_rental(router: Router, getatext: GetatextProvider) -> None:
     router.add("GET", "/api/v1/long-rentals", serve("long_rentals"))
-    assert await getatext.get_rental(parse_rental_id("getatext:long:1")) == Receipt(rental=LONG_RENTAL)
+    assert await getatext.get_rental(parse_rental_id("getatext:long:1")) == Receipt(rental=GETATEXT_LONG_RENTAL)
     expect(router.last, "GET", "/api/v1/long-rentals")
 
 

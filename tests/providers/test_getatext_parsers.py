@@ -29,12 +29,16 @@ from smsrent.providers.getatext import (
     _to_receipt,
     parse_webhook,
 )
+from tests.providers.expected import (
+    END,
+    GETATEXT_COMPLETED,
+    GETATEXT_LONG_RENTAL,
+    GETATEXT_RENTED,
+    GETATEXT_WHATSAPP,
+)
+from tests.providers.fixtures import fixture_names, getatext_as_printed, load, repair_printed
 
-from .fixtures import fixture_names, getatext_as_printed, load, repair_printed
-
-EDT = timezone(timedelta(hours=-4))
 PLUS3 = timezone(timedelta(hours=3))
-END = datetime(2025, 7, 6, 15, 43, 37, tzinfo=EDT)
 
 EXPECTED_FIXTURES = {
     "rent_a_number",
@@ -87,22 +91,7 @@ def test_fixtures_keep_the_documents_loose_values() -> None:
 
 def test_rent_a_number() -> None:
     receipt = _to_receipt(load("getatext", "rent_a_number"), tz=DEFAULT_TIMEZONE, service_code="whatsapp")
-    assert receipt == Receipt(
-        rental=Rental(
-            rental_id="getatext:12345",
-            provider="getatext",
-            phone="+11234567890",
-            phone_display="1234567890",
-            service="Whatsapp",
-            plan_id="getatext:whatsapp",
-            price=Decimal("0.55"),
-            status=RentalStatus.ACTIVE,
-            provider_status="success",
-            ends_at=END,
-        ),
-        balance_after=Decimal("113.32"),
-        note="Number rented successfully.",
-    )
+    assert receipt == GETATEXT_RENTED
     assert receipt.rental.ends_at is not None
     assert receipt.rental.ends_at.isoformat() == "2025-07-06T15:43:37-04:00"
     assert receipt.model_dump(mode="json")["balance_after"] == "113.32"
@@ -230,21 +219,7 @@ def test_rental_price_as_number_or_string(price: object, expected: Decimal | Non
 
 def test_rental_completed() -> None:
     receipt = _to_completed(load("getatext", "rental_completed"), tz=DEFAULT_TIMEZONE, fallback_id="12345")
-    assert receipt == Receipt(
-        rental=Rental(
-            rental_id="getatext:12345",
-            provider="getatext",
-            phone="+11234567890",
-            phone_display="1234567890",
-            service="Whatsapp",
-            price=Decimal("0.1"),
-            status=RentalStatus.COMPLETED,
-            provider_status="completed",
-            ends_at=datetime(2025, 8, 12, 0, 19, 30, tzinfo=EDT),
-        ),
-        balance_after=Decimal("9.9"),
-        note="Rental marked as completed successfully.",
-    )
+    assert receipt == GETATEXT_COMPLETED
 
 
 def test_rental_completed_without_the_rental_object() -> None:
@@ -257,22 +232,9 @@ def test_rental_completed_without_the_rental_object() -> None:
 
 # -- Prices --------------------------------------------------------------------------------------------------
 
-WHATSAPP = Plan(
-    plan_id="getatext:whatsapp",
-    provider="getatext",
-    service="Whatsapp",
-    service_code="whatsapp",
-    country="USA",
-    price=Decimal("0.55"),
-    duration="5 min",
-    duration_minutes=5,
-    billing_type="one_time",
-    multiple_sms=True,
-)
-
 
 def test_prices_info_as_printed_one_object() -> None:
-    assert [_to_plan(item) for item in _price_items(load("getatext", "prices_info"))] == [WHATSAPP]
+    assert [_to_plan(item) for item in _price_items(load("getatext", "prices_info"))] == [GETATEXT_WHATSAPP]
 
 
 @pytest.mark.parametrize("wrapper", [None, "data", "prices", "services"])
@@ -281,7 +243,7 @@ def test_prices_info_as_list(wrapper: str | None) -> None:
     items = [load("getatext", "prices_info"), telegram]
     payload = items if wrapper is None else {"status": "success", wrapper: items, "errors": "null"}
     plans = [_to_plan(item) for item in _price_items(payload)]
-    assert plans[0] == WHATSAPP
+    assert plans[0] == GETATEXT_WHATSAPP
     assert plans[1].plan_id == "getatext:telegram"
     assert plans[1].price == Decimal("0.3")
     assert plans[1].multiple_sms is False
@@ -377,37 +339,22 @@ def test_balance_missing(payload: object) -> None:
 
 # -- Long rentals ---------------------------------------------------------------------------------------------
 
-LONG_RENTAL = Rental(
-    rental_id="getatext:long:1",
-    provider="getatext",
-    phone="+11234567890",
-    phone_display="1234567890",
-    plan_id="getatext:long:1w",
-    price=Decimal("10.55"),
-    status=RentalStatus.ACTIVE,
-    provider_status="Active",
-    started_at=datetime(2025, 7, 1, tzinfo=EDT),
-    ends_at=datetime(2025, 7, 6, tzinfo=EDT),
-    auto_renew=True,
-    period="1 Week",
-)
-
 
 def test_long_rentals_list() -> None:
     items = load("getatext", "long_rentals")["long_rentals"]
-    assert [_to_long_rental(item, tz=DEFAULT_TIMEZONE) for item in items] == [LONG_RENTAL]
+    assert [_to_long_rental(item, tz=DEFAULT_TIMEZONE) for item in items] == [GETATEXT_LONG_RENTAL]
 
 
 @pytest.mark.parametrize("name", ["long_rental_created", "long_rental_updated"])
 def test_long_rental_answer_nested(name: str) -> None:
-    assert _to_long_receipt(load("getatext", name), tz=DEFAULT_TIMEZONE) == Receipt(rental=LONG_RENTAL)
+    assert _to_long_receipt(load("getatext", name), tz=DEFAULT_TIMEZONE) == Receipt(rental=GETATEXT_LONG_RENTAL)
 
 
 @pytest.mark.parametrize("name", ["long_rental_created", "long_rental_updated"])
 def test_long_rental_answer_flat_as_printed(name: str) -> None:
     flat = repair_printed(getatext_as_printed()[name])
     assert "long_rental" not in flat
-    assert _to_long_receipt(flat, tz=DEFAULT_TIMEZONE) == Receipt(rental=LONG_RENTAL)
+    assert _to_long_receipt(flat, tz=DEFAULT_TIMEZONE) == Receipt(rental=GETATEXT_LONG_RENTAL)
 
 
 def test_long_rental_in_another_zone() -> None:

@@ -14,12 +14,12 @@ from pydantic import SecretStr
 from smsrent import __version__
 from smsrent.domain.errors import CancelNotAllowed, ProviderNotFound, ProviderRejected, ProviderUnavailable
 from smsrent.domain.ids import parse_plan_id, parse_rental_id
-from smsrent.domain.models import Balance, Message, NumberStatus, PublicPrice, Rental, RentalStatus, ServiceInfo
+from smsrent.domain.models import Balance, NumberStatus, PublicPrice, RentalStatus, ServiceInfo
 from smsrent.providers.base import RetryPolicy
 from smsrent.providers.gotsms import GotSmsProvider
-
-from .fixtures import fixture_text, load
-from .transport import Router, assert_request, json_response, raw_response
+from tests.providers.expected import GOTSMS_MESSAGE, GOTSMS_PLAN, GOTSMS_RENT, GOTSMS_TRANSITIONED, NOON
+from tests.providers.fixtures import fixture_text, load
+from tests.providers.transport import Router, assert_request, json_response, raw_response
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,6 @@ TOKEN = "gs_live_T0k3n-very-secret-0123456789"
 AUTH = ("Authorization", f"Bearer {TOKEN}")
 RENT = "9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f"
 PLAN = "5c2b7e10-aaaa-4bbb-8ccc-0123456789ab"
-NOON = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
 NO_WAIT = RetryPolicy(attempts=3, base_delay=0, max_retry_after=0)
 
 
@@ -130,37 +129,16 @@ async def test_services(router: Router, gotsms: GotSmsProvider) -> None:
 
 # -- Rents ----------------------------------------------------------------------------------------------
 
-RENT_FROM_DOC = Rental(
-    rental_id="gotsms:uuid",
-    provider="gotsms",
-    phone="+18001234567",
-    phone_display="+1 800 123 4567",
-    service="Telegram",
-    plan_id="gotsms:uuid",
-    price=Decimal("1"),
-    status=RentalStatus.ACTIVE,
-    provider_status="active",
-    started_at=NOON,
-    ends_at=datetime(2026, 3, 12, 12, 0, tzinfo=UTC),
-    can_wake_up=True,
-    auto_renew=False,
-    period="1 day",
-)
-
 
 async def test_rent_plans(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("GET", "/api/rents/plans", serve("rents_plans"))
-    (plan,) = await gotsms.rent_plans()
+    assert await gotsms.rent_plans() == [GOTSMS_PLAN]
     expect(router.last, "GET", "/rents/plans", query={"page": "1"})
-    assert plan.plan_id == "gotsms:uuid"
-    assert plan.price == Decimal("1")
-    assert plan.duration_minutes == 1440
-    assert plan.country == "USA"
 
 
 async def test_rents(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("GET", "/api/rents", serve("rents"))
-    assert await gotsms.rents() == [RENT_FROM_DOC]
+    assert await gotsms.rents() == [GOTSMS_RENT]
     expect(router.last, "GET", "/rents", query={"page": "1"})
 
 
@@ -168,14 +146,14 @@ async def test_rents_skip_an_unreadable_item(router: Router, gotsms: GotSmsProvi
     payload = load("gotsms", "rents")
     payload["data"].insert(0, {"status": "active"})  # no id
     router.add("GET", "/api/rents", json_response(200, payload))
-    assert await gotsms.rents() == [RENT_FROM_DOC]
+    assert await gotsms.rents() == [GOTSMS_RENT]
 
 
 async def test_create_rent(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("POST", "/api/rents", serve("rent_created", 201))
     receipt = await gotsms.create_rent(PLAN)
     expect(router.last, "POST", "/rents", body={"plan_id": PLAN})
-    assert receipt.rental == RENT_FROM_DOC
+    assert receipt.rental == GOTSMS_RENT
     assert receipt.note == "Rent created successfully."
     assert len(router.requests) == 1
 
@@ -192,9 +170,7 @@ async def test_transition(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("POST", f"/api/rents/{RENT}/transition", serve("transition_200"))
     receipt = await gotsms.transition(RENT, PLAN)
     expect(router.last, "POST", f"/rents/{RENT}/transition", body={"plan_id": PLAN})
-    assert receipt.rental == Rental(
-        rental_id="gotsms:uuid", provider="gotsms", status=RentalStatus.ACTIVE, provider_status="active"
-    )
+    assert receipt.rental == GOTSMS_TRANSITIONED
     assert receipt.note == "Plan transitioned successfully."
 
 
@@ -250,26 +226,17 @@ async def test_refund_rent_not_available(router: Router, gotsms: GotSmsProvider)
 
 # -- Messages -------------------------------------------------------------------------------------------
 
-DOC_MESSAGE = Message(
-    message_id="gotsms:uuid",
-    rental_id="gotsms:uuid",
-    sender="+18001234567",
-    text="Your verification code is 123456",
-    code="123456",
-    received_at=NOON,
-)
-
 
 @pytest.mark.parametrize(("method", "path", "name"), [("messages", "/messages", "messages")])
 async def test_messages(router: Router, gotsms: GotSmsProvider, method: str, path: str, name: str) -> None:
     router.add("GET", f"/api{path}", serve(name))
-    assert await getattr(gotsms, method)() == [DOC_MESSAGE]
+    assert await getattr(gotsms, method)() == [GOTSMS_MESSAGE]
     expect(router.last, "GET", path, query={"page": "1"})
 
 
 async def test_unread_messages(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("GET", "/api/messages/unread", serve("messages_unread"))
-    assert await gotsms.unread_messages() == [DOC_MESSAGE]
+    assert await gotsms.unread_messages() == [GOTSMS_MESSAGE]
     expect(router.last, "GET", "/messages/unread", query={"page": "1"})
 
 
@@ -286,7 +253,7 @@ async def test_message_page_one_at_a_time(router: Router, gotsms: GotSmsProvider
 
 async def test_message_page_documented_answer(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("GET", "/api/messages", serve("messages"))
-    assert await gotsms.message_page(1) == ([DOC_MESSAGE], False)
+    assert await gotsms.message_page(1) == ([GOTSMS_MESSAGE], False)
 
 
 # -- Numbers --------------------------------------------------------------------------------------------
@@ -309,14 +276,7 @@ async def test_number_messages(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("GET", f"/api/numbers/{RENT}/messages", json_response(200, payload))
     (message,) = await gotsms.number_messages(RENT)
     expect(router.last, "GET", f"/numbers/{RENT}/messages")
-    assert message == Message(
-        message_id="gotsms:uuid",
-        rental_id=f"gotsms:{RENT}",
-        sender="+18001234567",
-        text="Your verification code is 123456",
-        code="123456",
-        received_at=NOON,
-    )
+    assert message == GOTSMS_MESSAGE.model_copy(update={"rental_id": f"gotsms:{RENT}"})
 
 
 async def test_number_messages_documented_answer_follows_its_cursor(router: Router, gotsms: GotSmsProvider) -> None:
@@ -534,7 +494,7 @@ async def test_rent(router: Router, gotsms: GotSmsProvider) -> None:
     router.add("POST", "/api/rents", serve("rent_created", 201))
     receipt = await gotsms.rent(parse_plan_id(f"gotsms:{PLAN}"))
     expect(router.last, "POST", "/rents", body={"plan_id": PLAN})
-    assert receipt.rental == RENT_FROM_DOC
+    assert receipt.rental == GOTSMS_RENT
 
 
 async def test_get_rental_finds_it_in_the_list(router: Router, gotsms: GotSmsProvider) -> None:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from smsrent.domain.models import Message, NumberStatus, Plan, PublicPrice, Rental, RentalStatus, ServiceInfo
+from smsrent.domain.models import NumberStatus, PublicPrice, Rental, RentalStatus, ServiceInfo
 from smsrent.domain.values import to_decimal
 from smsrent.providers import gotsms
 from smsrent.providers.gotsms import (
@@ -22,10 +22,9 @@ from smsrent.providers.gotsms import (
     _to_rental,
     _to_service,
 )
+from tests.providers.expected import GOTSMS_MESSAGE, GOTSMS_PLAN, GOTSMS_RENT, GOTSMS_TRANSITIONED, NOON
+from tests.providers.fixtures import fixture_names, fixture_text, load
 
-from .fixtures import fixture_names, fixture_text, load
-
-NOON = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
 RENT_UUID = "9d3f8f6a-1b2c-4d5e-8f90-1a2b3c4d5e6f"
 
 EXPECTED_FIXTURES = {
@@ -105,19 +104,7 @@ def test_services() -> None:
 
 def test_rent_plans() -> None:
     (plan,) = (_to_plan(item) for item in _data(load("gotsms", "rents_plans")))
-    assert plan == Plan(
-        plan_id="gotsms:uuid",
-        provider="gotsms",
-        service="Telegram",
-        service_code="uuid",
-        country="USA",
-        price=Decimal("1"),
-        renew_price=Decimal("1"),
-        duration="1 day",
-        duration_minutes=1440,
-        billing_type="duration",
-        auto_renew_supported=False,
-    )
+    assert plan == GOTSMS_PLAN
     assert plan.currency == "USD"
 
 
@@ -126,32 +113,12 @@ def test_monthly_plan_supports_auto_renew() -> None:
     assert _to_plan(item).auto_renew_supported is True
 
 
-EXPECTED_RENT = Rental(
-    rental_id="gotsms:uuid",
-    provider="gotsms",
-    phone="+18001234567",
-    phone_display="+1 800 123 4567",
-    service="Telegram",
-    plan_id="gotsms:uuid",
-    price=Decimal("1"),
-    status=RentalStatus.ACTIVE,
-    provider_status="active",
-    started_at=NOON,
-    ends_at=datetime(2026, 3, 12, 12, 0, tzinfo=UTC),
-    wake_from=None,
-    wake_till=None,
-    can_wake_up=True,
-    auto_renew=False,
-    period="1 day",
-)
-
-
 @pytest.mark.parametrize("name", ["rents", "rent_created"])
 def test_rent(name: str) -> None:
     data = _data(load("gotsms", name))
     item = data[0] if isinstance(data, list) else data
     rental = _to_rental(item)
-    assert rental == EXPECTED_RENT
+    assert rental == GOTSMS_RENT
     assert rental.started_at is not None
     assert rental.started_at.utcoffset() is not None
 
@@ -162,9 +129,7 @@ def test_rent_created_note() -> None:
 
 def test_transition_answer() -> None:
     payload = load("gotsms", "transition_200")
-    assert _to_rental(_data(payload)) == Rental(
-        rental_id="gotsms:uuid", provider="gotsms", status=RentalStatus.ACTIVE, provider_status="active"
-    )
+    assert _to_rental(_data(payload)) == GOTSMS_TRANSITIONED
     assert _message(payload) == "Plan transitioned successfully."
 
 
@@ -288,14 +253,7 @@ def test_plan_without_service_or_country() -> None:
 @pytest.mark.parametrize("name", ["messages", "messages_unread"])
 def test_account_messages(name: str) -> None:
     (message,) = (_to_message(item) for item in _data(load("gotsms", name)))
-    assert message == Message(
-        message_id="gotsms:uuid",
-        rental_id="gotsms:uuid",
-        sender="+18001234567",
-        text="Your verification code is 123456",
-        code="123456",
-        received_at=NOON,
-    )
+    assert message == GOTSMS_MESSAGE
 
 
 def test_number_messages_take_the_rent_from_the_path() -> None:

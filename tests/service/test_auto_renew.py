@@ -19,10 +19,8 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.rentals import Rentals
-from tests.helpers import gotsms_adapter
-
-from .conftest import requests_to
-from .test_rentals import local, plan_of
+from tests.helpers import gotsms_adapter, requests
+from tests.service.test_rentals import local, plan_of
 
 pytestmark = pytest.mark.anyio
 
@@ -86,7 +84,7 @@ class Monthly:
         return self.sandbox.rents[local(self.rental_id)].renew
 
     def toggles(self) -> int:
-        return requests_to(self.sandbox, "POST", f"{RENTS}/{local(self.rental_id)}/renewal/toggle")
+        return requests(self.sandbox, "POST", f"{RENTS}/{local(self.rental_id)}/renewal/toggle")
 
     async def in_ledger(self) -> bool | None:
         stored = await self.rentals.ledger.rental(self.rental_id)

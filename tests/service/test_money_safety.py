@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from smsrent.domain.errors import BudgetExceeded, ProviderError, PurchaseUnsettled, SmsRentError
-from smsrent.domain.ids import parse_plan_id, parse_rental_id
-from smsrent.domain.models import Plan
-from smsrent.providers.base import Provider
+from smsrent.domain.ids import Ref, parse_plan_id, parse_rental_id
+from smsrent.domain.models import Balance, Message, Plan, Receipt
+from smsrent.providers.base import Capabilities, Provider
 from smsrent.providers.getatext import parse_webhook
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox import serve_loopback
@@ -28,10 +28,10 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
-from smsrent.service.rentals import Outcome, Rentals
-
-from ..helpers import getatext_adapter, gotsms_adapter
-from .conftest import LoseAnswer, OnAnswer, Outage, request_log, requests_to
+from smsrent.service.purchases import Outcome
+from smsrent.service.rentals import Rentals
+from tests.faults import LoseAnswer, OnAnswer, Outage
+from tests.helpers import getatext_adapter, gotsms_adapter, request_log, requests
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +63,7 @@ async def service(
 
 async def discord_day(rentals: Rentals) -> Plan:
     """GotSMS's cheapest plan: Discord, USA, one day, 0.60."""
-    plans = await rentals.plans(service="Discord", country="USA", provider="gotsms")
+    plans = await rentals.catalogue.plans(service="Discord", country="USA", provider="gotsms")
     plan = plans[0]
     assert (plan.duration, plan.price) == ("1 day", D("0.60"))
     return plan
@@ -71,7 +71,7 @@ async def discord_day(rentals: Rentals) -> Plan:
 
 async def uber(rentals: Rentals) -> Plan:
     """Getatext's cheapest plan: Uber, 0.20."""
-    plan = (await rentals.plans(service="uber", provider="getatext"))[0]
+    plan = (await rentals.catalogue.plans(service="uber", provider="getatext"))[0]
     assert plan.price == D("0.20")
     return plan
 
@@ -110,7 +110,7 @@ async def race_for_the_budget(rentals: Rentals, sandbox: GotSmsSandbox, label: s
 
     purchases = await rentals.ledger.purchases()
     recorded = await rentals.ledger.rentals()
-    posts = requests_to(sandbox, "POST", RENTS)
+    posts = requests(sandbox, "POST", RENTS)
     committed = await rentals.ledger.committed()
     charged = start - sandbox.balance
     report(
@@ -183,7 +183,7 @@ async def test_gotsms_lost_answer_is_found_in_the_rent_list_and_never_bought_twi
         outcome = await rentals.buy(plan, D("1.00"))
         (purchase,) = await ledger.purchases()
         committed, charged = await ledger.committed(), start - gotsms_sandbox.balance
-        posts = requests_to(gotsms_sandbox, "POST", RENTS)
+        posts = requests(gotsms_sandbox, "POST", RENTS)
         report(
             f"GotSMS answer lost ({how})",
             provider_post_rents=posts,
@@ -207,7 +207,7 @@ async def test_gotsms_lost_answer_is_found_in_the_rent_list_and_never_bought_twi
         assert committed == charged == D("0.60")
         # Nothing is blocked afterwards: the next purchase goes through.
         await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+        assert requests(gotsms_sandbox, "POST", RENTS) == 2
         assert await ledger.committed() == D("1.20") == start - gotsms_sandbox.balance
 
 
@@ -226,8 +226,8 @@ async def test_gotsms_failure_before_it_acted_is_settled_not_bought_and_released
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.note) == ("not_bought", "not found in the provider's list")
         assert await ledger.committed() == 0
-        assert (requests_to(gotsms_sandbox, "POST", RENTS), len(gotsms_sandbox.rents)) == (1, 0)
-        assert requests_to(gotsms_sandbox, "GET", RENTS) == 1  # the reconciliation
+        assert (requests(gotsms_sandbox, "POST", RENTS), len(gotsms_sandbox.rents)) == (1, 0)
+        assert requests(gotsms_sandbox, "GET", RENTS) == 1  # the reconciliation
         await rentals.buy(plan, D("1.00"))  # the whole budget is available again
         assert await ledger.committed() == D("0.60") == D("25.00") - gotsms_sandbox.balance
 
@@ -247,13 +247,13 @@ async def test_not_finding_a_fresh_purchase_is_no_proof_it_failed(
         assert await ledger.committed() == D("1.00")
         with pytest.raises(PurchaseUnsettled):
             await rentals.buy(plan, D("1.00"))  # blocked, and not sent
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
         await anyio.sleep(0.6)
-        await rentals.reconcile("gotsms")
+        await rentals.purchases.reconcile("gotsms")
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.note) == ("not_bought", "not found in the provider's list")
         await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+        assert requests(gotsms_sandbox, "POST", RENTS) == 2
 
 
 async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_provider_until_reconciled(
@@ -286,14 +286,14 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
         assert reached == []  # nothing reached GotSMS while it was unsettled
         assert list_attempts >= 3  # the reconciliation was tried before each refusal (and failed)
         assert lossy.lost == 1
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
         # Another provider is not blocked.
         other = await rentals.buy(await uber(rentals), D("0.20"))
         assert other.rental.provider == "getatext"
 
         # The rent list is back: a later reconciliation settles it as bought.
         outage.down = False
-        settled = await rentals.reconcile("gotsms")
+        settled = await rentals.purchases.reconcile("gotsms")
         (rent_id,) = gotsms_sandbox.rents
         assert [(p.state, r.rental_id if r else None) for p, r in settled] == [("uncertain", f"gotsms:{rent_id}")]
         purchase = (await ledger.purchases())[0]
@@ -302,7 +302,7 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
         committed, charged = await ledger.committed(), start - gotsms_sandbox.balance
         report(
             "GotSMS answer lost and rent list down",
-            provider_post_rents=requests_to(gotsms_sandbox, "POST", RENTS),
+            provider_post_rents=requests(gotsms_sandbox, "POST", RENTS),
             refused_while_unsettled=refusals,
             requests_reaching_provider_during_refusals=len(reached),
             failed_rent_list_reads_during_refusals=list_attempts,
@@ -312,7 +312,7 @@ async def test_gotsms_unsettled_purchase_counts_at_max_price_and_blocks_the_prov
         )
         assert committed - D("0.20") == charged == D("0.60")
         await rentals.buy(plan, D("1.00"))
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 2
+        assert requests(gotsms_sandbox, "POST", RENTS) == 2
 
 
 async def test_two_concurrent_lost_answers_are_matched_to_two_different_rents(
@@ -333,7 +333,7 @@ async def test_two_concurrent_lost_answers_are_matched_to_two_different_rents(
         async with anyio.create_task_group() as tg:
             tg.start_soon(buy)
             tg.start_soon(buy)
-        await rentals.reconcile("gotsms")
+        await rentals.purchases.reconcile("gotsms")
         assert lossy.lost == 2
         assert len(outcomes) + len(unsettled) == 2
         rents = {f"gotsms:{rent_id}" for rent_id in gotsms_sandbox.rents}
@@ -418,7 +418,7 @@ async def test_getatext_lost_answer_is_counted_at_max_price_until_its_rental_is_
         )
         assert purchase.balance_before == start
         assert lossy.lost == 1  # sent once, never retried (reaching the provider only when charged)
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged)
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged)
         assert (purchase.state, purchase.verified, purchase.price, purchase.rental_id) == ("bought", False, None, None)
         assert purchase.note is not None
         seen = "the balance went down meanwhile" if charged else "the balance showed no charge within 0 s"
@@ -428,7 +428,7 @@ async def test_getatext_lost_answer_is_counted_at_max_price_until_its_rental_is_
         assert committed == D("0.50") >= spent == (D("0.20") if charged else 0)
         # Settled either way: the next purchase is not blocked.
         await rentals.buy(plan, D("0.50"))
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged) + 1
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == int(charged) + 1
         assert await ledger.committed() == D("0.70")
 
 
@@ -446,9 +446,9 @@ async def test_getatext_unsettled_purchase_blocks_until_the_balance_can_be_read(
         assert await ledger.committed() == D("0.50")
         with pytest.raises(PurchaseUnsettled):
             await rentals.buy(plan, D("0.50"))
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
         outage.down = False
-        assert [r for _, r in await rentals.reconcile("getatext")] == [None]  # bought, but its id is unknown
+        assert [r for _, r in await rentals.purchases.reconcile("getatext")] == [None]  # bought, but its id is unknown
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.verified, purchase.price) == ("bought", False, None)
         assert await ledger.committed() == D("0.50")  # at its max_price: the balance cannot tell what it cost
@@ -530,7 +530,7 @@ async def test_a_top_up_landing_before_settlement_leaves_a_lost_purchase_counted
         with pytest.raises(BudgetExceeded):
             await rentals.buy(plan, D("0.50"))  # 0.50 more would exceed 0.70: the lost purchase still counts
         await rentals.buy(plan, D("0.20"))  # Getatext is not blocked
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 2
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == 2
         assert await ledger.committed() == D("0.70")
 
 
@@ -584,7 +584,7 @@ async def test_a_lost_purchase_the_balance_never_shows_is_counted_at_max_price_o
             await rentals.buy(plan, D("0.20"))  # blocked within the window, and not sent
         assert await states(ledger) == ["uncertain"]
         await anyio.sleep(0.4)
-        assert [rental for _, rental in await rentals.reconcile("getatext")] == [None]
+        assert [rental for _, rental in await rentals.purchases.reconcile("getatext")] == [None]
         (purchase,) = await ledger.purchases()
         committed = await ledger.committed()
         report(
@@ -602,7 +602,7 @@ async def test_a_lost_purchase_the_balance_never_shows_is_counted_at_max_price_o
         with pytest.raises(BudgetExceeded):
             await rentals.buy(plan, D("0.50"))  # the budget still counts it
         await rentals.buy(plan, D("0.20"))  # but it no longer blocks Getatext
-        assert requests_to(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
+        assert requests(getatext_sandbox, "POST", RENT_A_NUMBER) == 1
 
 
 async def test_an_unverified_purchase_found_by_a_push_records_its_real_price(
@@ -663,7 +663,7 @@ async def test_a_getatext_cancel_whose_answer_is_lost_is_found_cancelled(
         getatext_sandbox.inject("POST", "/api/v1/cancel-rental", "commit_then_500")
         refund = await rentals.refund(outcome.rental.rental_id)
         assert (refund.refunded, refund.rental.status) == (D("0.20"), "cancelled")
-        assert requests_to(getatext_sandbox, "POST", "/api/v1/cancel-rental") == 1
+        assert requests(getatext_sandbox, "POST", "/api/v1/cancel-rental") == 1
         assert await ledger.committed() == 0 == D("20.00") - getatext_sandbox.balance
 
 
@@ -722,7 +722,7 @@ async def test_a_refund_whose_answer_is_lost_is_settled_by_the_rent_status(
                 await rentals.refund(outcome.rental.rental_id)
         refunded = gotsms_sandbox.rents[rent_id].status != "active"
         assert refunded == (fault == "commit_then_500")
-        assert requests_to(gotsms_sandbox, "POST", f"{RENTS}/{rent_id}/refund") == 1  # never retried
+        assert requests(gotsms_sandbox, "POST", f"{RENTS}/{rent_id}/refund") == 1  # never retried
         assert await ledger.committed() == D("25.00") - gotsms_sandbox.balance == (0 if refunded else D("0.60"))
 
 
@@ -739,6 +739,70 @@ async def test_getatext_long_rental_lost_answer_is_found_in_the_long_rental_list
         (purchase,) = await ledger.purchases()
         assert (purchase.state, purchase.price) == ("bought", D("10.55"))
         assert await ledger.committed() == D("10.55") == D("20.00") - getatext_sandbox.balance
+
+
+# -- 2d. A provider that can prove nothing about a lost purchase ---------------------------------------------
+
+
+class Unproven:
+    """The GotSMS adapter behind the bare `Provider` protocol: no rent listing, no settling from the balance (the
+    default capabilities), so nothing can tell whether a purchase whose answer was lost went through."""
+
+    capabilities = Capabilities()
+    display_name = "Unproven"
+
+    def __init__(self, inner: GotSmsProvider) -> None:
+        self.inner = inner
+        self.name, self.sandbox, self.answer_timeout = inner.name, inner.sandbox, inner.answer_timeout
+
+    async def get_balance(self) -> Balance:
+        return await self.inner.get_balance()
+
+    async def list_plans(self) -> list[Plan]:
+        return await self.inner.list_plans()
+
+    async def rent(self, plan: Ref) -> Receipt:
+        return await self.inner.rent(plan)
+
+    async def get_rental(self, rental: Ref) -> Receipt:
+        return await self.inner.get_rental(rental)
+
+    async def get_messages(self, rental: Ref) -> list[Message]:
+        return await self.inner.get_messages(rental)
+
+    async def poll(self, rental: Ref) -> Receipt:
+        return await self.inner.poll(rental)
+
+    async def refund(self, rental: Ref) -> Receipt:
+        return await self.inner.refund(rental)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_a_lost_purchase_nothing_can_prove_stays_uncertain_and_blocks_the_provider(
+    ledger: Ledger, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    """Before providers declared what can settle a purchase, one the service did not know was settled as "not
+    bought" (no balance noted: "stopped before the request was sent") and the guard let the agent buy again."""
+    lossy = LoseAnswer(httpx.ASGITransport(app=gotsms_sandbox.app), "POST", RENTS, "timeout")
+    async with service(ledger, Unproven(gotsms_adapter(gotsms_sandbox, transport=lossy))) as rentals:
+        plan = await discord_day(rentals)
+        with pytest.raises(PurchaseUnsettled):
+            await rentals.buy(plan, D("1.00"))
+        assert len(gotsms_sandbox.rents) == 1  # it did go through
+        assert await rentals.purchases.reconcile("gotsms") == []  # nothing decides it, however often asked
+        assert await states(ledger) == ["uncertain"]
+        assert await ledger.committed() == D("1.00")  # counted at its max price
+        with pytest.raises(PurchaseUnsettled, match="nothing was bought"):
+            await rentals.buy(plan, D("1.00"))
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
+        report(
+            "Answer lost at a provider that can prove nothing",
+            provider_rents=len(gotsms_sandbox.rents),
+            ledger_state=(await ledger.purchases())[0].state,
+            second_purchase="refused",
+        )
 
 
 # -- 3. A purchase cancelled while its request is in flight ----------------------------------------------
@@ -767,8 +831,8 @@ async def buy_and_cancel_once_committed(
 async def restart_and_reconcile(ledger_path: Path, sandbox: GotSmsSandbox) -> tuple[Ledger, Rentals]:
     ledger = await Ledger.open(ledger_path)
     rentals = Rentals([gotsms_adapter(sandbox)], ledger, MoneyGuard(daily_budget=D("5")))
-    await rentals.recover()
-    await rentals.reconcile_all()
+    await rentals.purchases.recover()
+    await rentals.purchases.reconcile_all()
     return ledger, rentals
 
 
@@ -807,7 +871,7 @@ async def test_purchase_cancelled_in_flight_is_uncertain_and_reconciled_after_a_
         committed, charged = await restarted.committed(), start - gotsms_sandbox.balance
         report(
             f"cancelled in flight ({where}), then restart",
-            provider_post_rents=requests_to(gotsms_sandbox, "POST", RENTS),
+            provider_post_rents=requests(gotsms_sandbox, "POST", RENTS),
             provider_rents=len(gotsms_sandbox.rents),
             state_before_restart="uncertain",
             state_after_reconcile=purchase.state,
@@ -817,7 +881,7 @@ async def test_purchase_cancelled_in_flight_is_uncertain_and_reconciled_after_a_
         assert (purchase.state, purchase.rental_id, purchase.price) == ("bought", f"gotsms:{rent_id}", D("0.60"))
         assert await restarted.rental(f"gotsms:{rent_id}") is not None
         assert committed == charged == D("0.60")
-        assert requests_to(gotsms_sandbox, "POST", RENTS) == 1
+        assert requests(gotsms_sandbox, "POST", RENTS) == 1
     finally:
         for provider in rentals.providers.values():
             await provider.aclose()
@@ -869,10 +933,10 @@ async def test_stale_reservations_become_uncertain_on_recover_and_are_settled(
 
     ledger = await Ledger.open(ledger_path)
     async with service(ledger, gotsms_adapter(gotsms_sandbox), getatext_adapter(getatext_sandbox)) as rentals:
-        await rentals.recover()
+        await rentals.purchases.recover()
         assert await states(ledger) == ["uncertain"] * 4
         assert await ledger.committed() == D("3.00")
-        await rentals.reconcile_all()
+        await rentals.purchases.reconcile_all()
         by_id = {p.purchase_id: p for p in await ledger.purchases()}
         (rent_id,) = gotsms_sandbox.rents
         report(
@@ -902,7 +966,7 @@ async def test_recover_leaves_settled_and_uncertain_purchases_alone(
     uncertain = await ledger.reserve(provider="gotsms", kind="rent", amount=D("1"))
     await ledger.settle(uncertain, "uncertain", note="timed out")
     async with service(ledger, gotsms_adapter(gotsms_sandbox)) as rentals:
-        await rentals.recover()
+        await rentals.purchases.recover()
     assert await states(ledger) == ["bought", "failed", "uncertain"]
     (still,) = await ledger.unsettled()
     assert still.note == "timed out"

@@ -27,9 +27,9 @@ from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox.getatext import LONG_PRICES, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.rentals import Outcome, Rentals
-
-from .conftest import requests_to
+from smsrent.service.purchases import Outcome
+from smsrent.service.rentals import Rentals
+from tests.helpers import requests
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ GETATEXT_START = D("20.00")
 
 
 async def plan_of(rentals: Rentals, provider: str, service: str, country: str = "USA", duration: str = "1 day") -> Plan:
-    plans = await rentals.plans(service=service, country=country, provider=provider)  # type: ignore[arg-type]
+    plans = await rentals.catalogue.plans(service=service, country=country, provider=provider)  # type: ignore[arg-type]
     found = [p for p in plans if provider == "getatext" or p.duration == duration]
     assert found, f"no {provider} plan for {service} in {country} ({duration})"
     return found[0]
@@ -58,7 +58,7 @@ def local(rental_id: str) -> str:
 
 
 async def test_plans_of_both_providers_sorted_cheapest_first(rentals: Rentals) -> None:
-    plans = await rentals.plans()
+    plans = await rentals.catalogue.plans()
     assert {p.provider for p in plans} == {"gotsms", "getatext"}
     prices = [p.price for p in plans if p.price is not None]
     assert len(prices) == len(plans)
@@ -68,17 +68,17 @@ async def test_plans_of_both_providers_sorted_cheapest_first(rentals: Rentals) -
 
 
 async def test_plans_filter_by_service_name_or_code_case_insensitively(rentals: Rentals) -> None:
-    telegram = await rentals.plans(service="  TeLeGrAm ")
+    telegram = await rentals.catalogue.plans(service="  TeLeGrAm ")
     assert {p.provider for p in telegram} == {"gotsms", "getatext"}
     assert {p.service.casefold() for p in telegram} == {"telegram"}
-    whatsapp = await rentals.plans(service="WHATSAPP")  # GotSMS "WhatsApp", Getatext "Whatsapp"
+    whatsapp = await rentals.catalogue.plans(service="WHATSAPP")  # GotSMS "WhatsApp", Getatext "Whatsapp"
     assert {p.provider for p in whatsapp} == {"gotsms", "getatext"}
-    code = next(p.service_code for p in await rentals.plans(provider="gotsms", service="Google"))
+    code = next(p.service_code for p in await rentals.catalogue.plans(provider="gotsms", service="Google"))
     assert code is not None
-    by_code = await rentals.plans(service=code.upper())
+    by_code = await rentals.catalogue.plans(service=code.upper())
     assert by_code
     assert {(p.provider, p.service) for p in by_code} == {("gotsms", "Google")}
-    assert await rentals.plans(service="no-such-service") == []
+    assert await rentals.catalogue.plans(service="no-such-service") == []
 
 
 @pytest.mark.parametrize(
@@ -86,21 +86,21 @@ async def test_plans_filter_by_service_name_or_code_case_insensitively(rentals: 
     [("US", "USA"), ("usa", "USA"), ("United States", "USA"), ("UK", "United Kingdom"), ("gb", "United Kingdom")],
 )
 async def test_plans_filter_by_country_with_aliases(rentals: Rentals, asked: str, country: str) -> None:
-    plans = await rentals.plans(country=asked)
+    plans = await rentals.catalogue.plans(country=asked)
     assert plans
     assert {p.country for p in plans} == {country}
 
 
 async def test_plans_filter_by_provider_and_max_price(rentals: Rentals) -> None:
-    getatext = await rentals.plans(provider="getatext")
+    getatext = await rentals.catalogue.plans(provider="getatext")
     assert getatext
     assert {p.provider for p in getatext} == {"getatext"}
-    cheap = await rentals.plans(max_price=D("0.60"))
+    cheap = await rentals.catalogue.plans(max_price=D("0.60"))
     assert cheap
     assert all(p.price is not None and p.price <= D("0.60") for p in cheap)
     assert {p.plan_id for p in cheap} >= {"getatext:uber", "getatext:whatsapp"}
     assert any(p.provider == "gotsms" and p.price == D("0.60") for p in cheap)
-    combined = await rentals.plans(service="discord", country="US", provider="gotsms", max_price=D("1"))
+    combined = await rentals.catalogue.plans(service="discord", country="US", provider="gotsms", max_price=D("1"))
     assert [(p.country, p.duration, p.price) for p in combined] == [("USA", "1 day", D("0.60"))]
 
 
@@ -108,11 +108,11 @@ async def test_unpriced_plans_sort_last_and_never_fit_a_max_price(
     make_rentals: Callable[..., Rentals], unpriced_getatext: GetatextProvider
 ) -> None:
     rentals = make_rentals(unpriced_getatext)
-    plans = await rentals.plans()
+    plans = await rentals.catalogue.plans()
     unpriced = [p.plan_id for p in plans if p.price is None]
     assert unpriced == ["getatext:long:1m", "getatext:long:1w", "getatext:long:1y", "getatext:long:2w"]
     assert [p.plan_id for p in plans[-4:]] == unpriced
-    assert all(p.price is not None for p in await rentals.plans(max_price=D("1000")))
+    assert all(p.price is not None for p in await rentals.catalogue.plans(max_price=D("1000")))
 
 
 async def test_unconfigured_provider_is_named_with_its_variable(
@@ -120,7 +120,7 @@ async def test_unconfigured_provider_is_named_with_its_variable(
 ) -> None:
     rentals = make_rentals(gotsms)
     with pytest.raises(NotConfigured, match="GETATEXT_API_KEY"):
-        await rentals.plans(provider="getatext")
+        await rentals.catalogue.plans(provider="getatext")
 
 
 # -- Quotes ---------------------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ async def test_quote_refuses_when_no_plan_fits_and_names_the_cheapest_price(
     assert "1.25 USD" in refused.value.message
     assert "1.00 USD" in refused.value.message
     assert "nothing was bought" in refused.value.message
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 0
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 0
 
 
 async def test_quote_refuses_bad_arguments(rentals: Rentals) -> None:
@@ -182,7 +182,7 @@ async def test_long_plan_without_a_published_price_cannot_be_quoted(
     with pytest.raises(InvalidInput, match="GETATEXT_LONG_RENTAL_PRICES") as refused:
         await rentals.quote(max_price=D("100"), plan_id="getatext:long:1w")
     assert "getatext:long:1w has no published price" in refused.value.message
-    assert requests_to(getatext_sandbox, "POST", "/api/v1/long-rentals") == 0
+    assert requests(getatext_sandbox, "POST", "/api/v1/long-rentals") == 0
 
 
 async def test_long_plan_with_a_configured_price_is_quoted(rentals: Rentals) -> None:
@@ -218,7 +218,7 @@ async def test_buy_on_gotsms_records_the_rental_and_a_bought_purchase(
     assert (purchase.state, purchase.kind, purchase.price, purchase.max_price) == ("bought", "rent", D("0.60"), D("1"))
     assert (purchase.plan_id, purchase.rental_id) == (plan.plan_id, rental.rental_id)
     assert await rentals.ledger.committed() == D("0.60") == GOTSMS_START - gotsms_sandbox.balance
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 1
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 1
 
 
 async def test_a_charge_above_max_price_is_recorded_and_said(rentals: Rentals, gotsms_sandbox: GotSmsSandbox) -> None:
@@ -240,7 +240,7 @@ async def test_a_quote_reads_todays_price_not_a_cached_one(rentals: Rentals, got
     gotsms_sandbox.plans[local(plan.plan_id)].price = D("0.90")
     with pytest.raises(BudgetExceeded, match=r"costs 0\.90"):
         await rentals.quote(max_price=D("0.70"), plan_id=plan.plan_id)
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 0
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 0
 
 
 async def test_buy_on_getatext_fills_what_the_answer_lacks(rentals: Rentals, getatext_sandbox: GetatextSandbox) -> None:
@@ -290,7 +290,7 @@ async def test_a_refused_purchase_sends_no_request(
 ) -> None:
     rentals = make_rentals(gotsms, getatext, guard=guard)
     gotsms_plan = await plan_of(rentals, "gotsms", "Discord")
-    getatext_plan = (await rentals.plans(service="whatsapp", provider="getatext"))[0]
+    getatext_plan = (await rentals.catalogue.plans(service="whatsapp", provider="getatext"))[0]
     seen = (len(gotsms_sandbox.requests), len(getatext_sandbox.requests))
     for plan in (gotsms_plan, getatext_plan):
         with pytest.raises(BudgetExceeded, match=refusal) as refused:
@@ -314,7 +314,7 @@ async def test_the_daily_budget_counts_earlier_purchases(
         await rentals.buy(plan, D("0.60"))
     assert "1.20 USD of the 1.50 USD daily budget" in refused.value.message
     assert len(gotsms_sandbox.requests) == seen
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 2
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 2
 
 
 async def test_a_rejected_purchase_is_recorded_failed_and_releases_its_reservation(
@@ -329,7 +329,7 @@ async def test_a_rejected_purchase_is_recorded_failed_and_releases_its_reservati
     assert purchase.state == "failed"
     assert purchase.note is not None
     assert await rentals.ledger.committed() == 0
-    assert requests_to(gotsms_sandbox, "POST", "/api/rents") == 1  # sent once, never retried
+    assert requests(gotsms_sandbox, "POST", "/api/rents") == 1  # sent once, never retried
 
 
 # -- Refunds --------------------------------------------------------------------------------------------
@@ -430,7 +430,7 @@ async def test_gotsms_extend_moves_the_rent_to_a_longer_plan(rentals: Rentals, g
         await extend(rentals, bought.rental_id, D("5"))
     with pytest.raises(BudgetExceeded, match=re.escape("2.40 USD")):
         await extend(rentals, bought.rental_id, D("2.00"), plan_id=weekly.plan_id)
-    assert requests_to(gotsms_sandbox, "POST", f"/api/rents/{local(bought.rental_id)}/transition") == 0
+    assert requests(gotsms_sandbox, "POST", f"/api/rents/{local(bought.rental_id)}/transition") == 0
     outcome = await extend(rentals, bought.rental_id, D("5.00"), plan_id=weekly.plan_id)
     assert outcome.rental.rental_id == bought.rental_id
     assert outcome.rental.plan_id == weekly.plan_id
@@ -509,7 +509,7 @@ async def test_an_extension_above_the_per_purchase_cap_is_refused_with_nothing_s
             await extend(capped, rental_id, max_price, plan_id)
         assert "SMSRENT_MAX_PRICE" in refused.value.message
         assert "nothing was bought" in refused.value.message
-    assert requests_to(sandbox, "POST", path) == 0
+    assert requests(sandbox, "POST", path) == 0
     assert all(method == "GET" for _, method, _ in sandbox.requests[seen:])  # quotes only
     assert len(await capped.ledger.purchases()) == 1  # the rental's own purchase
     assert await capped.ledger.committed() == committed
@@ -524,7 +524,7 @@ async def test_what_one_rental_costs_over_time_is_bounded_by_the_daily_budget_no
     await extend(rentals, rental_id, D("11"))  # each purchase within the cap: 21.10 for the rental so far
     with pytest.raises(BudgetExceeded, match="SMSRENT_DAILY_BUDGET"):
         await extend(rentals, rental_id, D("11"))
-    assert requests_to(getatext_sandbox, "POST", path) == 1
+    assert requests(getatext_sandbox, "POST", path) == 1
     assert await rentals.ledger.committed() == 2 * price == D("50.00") - getatext_sandbox.balance
 
 
@@ -541,11 +541,11 @@ async def test_gotsms_auto_renew_sets_the_wanted_state_and_toggles_only_when_nee
     for _ in range(2):
         outcome = await rentals.set_auto_renew(bought.rental_id, True)
         assert outcome.rental.auto_renew is True
-    assert (rent.renew, requests_to(gotsms_sandbox, "POST", toggle)) == (True, 1)
+    assert (rent.renew, requests(gotsms_sandbox, "POST", toggle)) == (True, 1)
     for _ in range(2):
         outcome = await rentals.set_auto_renew(bought.rental_id, False)
         assert outcome.rental.auto_renew is False
-    assert (rent.renew, requests_to(gotsms_sandbox, "POST", toggle)) == (False, 2)
+    assert (rent.renew, requests(gotsms_sandbox, "POST", toggle)) == (False, 2)
     stored = await rentals.ledger.rental(bought.rental_id)
     assert stored is not None
     assert stored.auto_renew is False
@@ -606,7 +606,7 @@ async def test_wake_up_only_for_gotsms_and_only_when_asleep(
     assert stored is not None
     assert (stored.wake_till, stored.can_wake_up, stored.phone) == (status.wake_till, False, rent.phone)
     await rentals.wake_up(rent.rental_id)  # queued or online already: no second wake-up
-    assert requests_to(gotsms_sandbox, "POST", wake) == 1
+    assert requests(gotsms_sandbox, "POST", wake) == 1
     one_time = (await rentals.buy(await plan_of(rentals, "getatext", "uber"), D("0.20"))).rental
     seen = len(getatext_sandbox.requests)
     with pytest.raises(Unsupported):
@@ -719,9 +719,9 @@ async def test_offers_list_the_providers_that_answered_and_report_the_others(
     rentals: Rentals, gotsms_sandbox: GotSmsSandbox
 ) -> None:
     gotsms_sandbox.inject("GET", "/api/rents/plans", "500", times=10)
-    plans, unavailable = await rentals.offers(service="telegram")
+    plans, unavailable = await rentals.catalogue.offers(service="telegram")
     assert {p.provider for p in plans} == {"getatext"}
     assert set(unavailable) == {"gotsms"}
     assert "GotSMS" in unavailable["gotsms"]
     with pytest.raises(ProviderUnavailable):
-        await rentals.offers(service="telegram", provider="gotsms")
+        await rentals.catalogue.offers(service="telegram", provider="gotsms")

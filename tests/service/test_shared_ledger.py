@@ -23,8 +23,7 @@ from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter
-
-from .test_money_safety import discord_day
+from tests.service.test_money_safety import discord_day
 
 pytestmark = pytest.mark.anyio
 
@@ -72,8 +71,8 @@ async def test_a_server_starting_while_another_buys_leaves_that_purchase_alone(
             with anyio.fail_after(10):
                 await held.arrived.wait()  # the rent POST is on its way
             async with server(ledger_path, gotsms_adapter(gotsms_sandbox)) as second:
-                await second.recover()
-                await second.reconcile_all()
+                await second.purchases.recover()
+                await second.purchases.reconcile_all()
                 await second.list_rentals()
                 (purchase,) = await second.ledger.purchases()
                 assert (purchase.state, purchase.owner) == ("reserved", first.ledger.owner)
@@ -101,10 +100,10 @@ async def test_reconciliation_waits_while_another_server_has_a_purchase_in_fligh
             lost = await second.ledger.reserve(provider="gotsms", kind="rent", amount=D("1"), plan_id=plan.plan_id)
             await second.ledger.settle(lost, "uncertain", note="the answer was lost")  # it never reached GotSMS
             await second.ledger.release(lost)
-            assert await second.reconcile("gotsms") == []
+            assert await second.purchases.reconcile("gotsms") == []
             assert (await second.ledger.purchase(lost)).state == "uncertain"  # type: ignore[union-attr]
             held.release.set()
-        settled = await second.reconcile("gotsms")
+        settled = await second.purchases.reconcile("gotsms")
         purchases = {p.purchase_id: p for p in await second.ledger.purchases()}
     (rent_id,) = gotsms_sandbox.rents
     assert [(p.purchase_id, r) for p, r in settled] == [(lost, None)]
@@ -152,7 +151,7 @@ async def test_the_heartbeat_settles_what_a_server_that_died_left_mid_purchase(
 
         with anyio.fail_after(10):
             async with anyio.create_task_group() as tg:
-                tg.start_soon(survivor.heartbeat, 0.05)
+                tg.start_soon(survivor.purchases.heartbeat, 0.05)
                 while (await survivor.ledger.purchase(lost)).state != "bought":  # type: ignore[union-attr]
                     await anyio.sleep(0.02)
                 tg.cancel_scope.cancel()

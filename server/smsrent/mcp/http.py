@@ -1,29 +1,39 @@
-"""The streamable HTTP transport: `/mcp`, `/healthz`, and the Getatext webhook.
+"""The streamable HTTP transport: `/mcp`, `/healthz`, the Getatext webhook, the owner's `/metrics` and
+`/dashboard` (see `smsrent.mcp.observe`), and with an OAuth issuer the protected-resource metadata.
 
-Every bind keeps the SDK's DNS-rebinding protection (Host and Origin checks). Loopback binds accept the
-loopback names (the SDK's own list) and the bound address. Other binds need SMSRENT_HTTP_TOKEN (then every
-request but the webhook, which has its own secret path, must carry it) and accept the bound host plus
-SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0). Request bodies above a small
-limit are refused with 413 before anything reads them.
+With any credential configured (SMSRENT_HTTP_TOKEN, SMSRENT_AGENTS_FILE, SMSRENT_OAUTH_ISSUER), `/mcp` needs one,
+checked by the SDK with `smsrent.mcp.auth.Credentials`; the routes outside it that show data check the caller
+themselves (`/healthz` shows its details only to a credential). Every bind keeps the SDK's DNS-rebinding
+protection (Host and Origin checks). Loopback binds accept the loopback names (the SDK's own list) and the
+bound address. Other binds need a credential configured and accept the bound host plus
+SMSRENT_HTTP_ALLOWED_HOSTS (required for a wildcard bind such as 0.0.0.0). Request bodies above a small limit
+are refused with 413 before anything reads them (a stranger's `/mcp` body is not read at all), and a
+credential in a query string is refused everywhere.
 """
 
 from __future__ import annotations
 
-import hmac
-from ipaddress import ip_address
+from urllib.parse import parse_qsl
 
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smsrent import __version__
+from smsrent.config import is_loopback
+from smsrent.mcp import observe
 from smsrent.mcp.app import App
+from smsrent.mcp.auth import Credentials, caller, metadata_routes
 from smsrent.mcp.webhook import MAX_BODY, webhook_route
 
 MCP_PATH = "/mcp"
+CREDENTIAL_PARAMS = frozenset(
+    {"token", "access_token", "api_key", "apikey", "key", "auth", "authorization", "bearer", "password", "secret"}
+)
 WEBHOOK_PREFIX = "/webhooks/"
 WILDCARDS = ("0.0.0.0", "::", "[::]")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what the SDK allows on its own loopback binds
@@ -31,43 +41,36 @@ MCP_BODY_LIMIT = 1024 * 1024  # bytes; JSON-RPC requests to this server are a fe
 WEBHOOK_BODY_LIMIT = MAX_BODY  # the webhook route's own limit, enforced here before anything reads the body
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def http_app(app: App, host: str) -> ASGIApp:
-    """The ASGI app for `smsrent-mcp --http`. Raises ValueError for a non-loopback host without a token."""
-    token = app.settings.http_token
-    if not is_loopback(host) and token is None:
+    """The ASGI app for `smsrent-mcp --http`. Raises ValueError for a non-loopback host without a credential."""
+    if not is_loopback(host) and not app.settings.http_auth:
         raise ValueError(
-            f"refusing to serve on {host} without SMSRENT_HTTP_TOKEN: anyone who can reach it could spend your"
-            " money. Set SMSRENT_HTTP_TOKEN, or bind 127.0.0.1."
+            f"refusing to serve on {host} without a credential: anyone who can reach it could spend your money."
+            " Set SMSRENT_HTTP_TOKEN, SMSRENT_AGENTS_FILE or SMSRENT_OAUTH_ISSUER, or bind 127.0.0.1."
         )
     security = _allowlist(host, () if is_loopback(host) else app.settings.http_allowed_hosts)
 
-    async def healthz(_request: Request) -> Response:
-        """200 while serving, "degraded" when a background task keeps failing (the tools still answer)."""
+    async def healthz(request: Request) -> Response:
+        """200 while serving, "degraded" when a background task keeps failing (the tools still answer); the
+        version, providers and tasks only for a caller with a credential (or when none is configured)."""
         state = app.runtime.state
-        providers = {} if state is None else {n: {"sandbox": p.sandbox} for n, p in state.rentals.providers.items()}
         status = "starting" if state is None else "degraded" if app.supervisor.degraded else "ok"
+        if caller(request.scope) is None:
+            return JSONResponse({"status": status})
+        providers = {} if state is None else {n: {"sandbox": p.sandbox} for n, p in state.rentals.providers.items()}
         tasks = app.supervisor.report()
         return JSONResponse({"status": status, "version": __version__, "providers": providers, "tasks": tasks})
 
     app.mcp.custom_route("/healthz", methods=["GET"])(healthz)
     route = webhook_route(app.runtime, app.settings, app.webhook_secret)
     app.mcp.custom_route(route.path, methods=["POST"])(route.endpoint)
+    observe.add_routes(app)
     starlette: Starlette = app.mcp.streamable_http_app(
         streamable_http_path=MCP_PATH, host=host, transport_security=security
     )
-    limited = BodyLimit(starlette)
-    if token is None:
-        return limited
-    return BearerToken(limited, token.get_secret_value())  # outermost: no body is read for a stranger
+    starlette.router.routes[:0] = metadata_routes(app.settings)  # ahead of the SDK's own, which lists fewer scopes
+    starlette.user_middleware.append(Middleware(BodyLimit))  # inside the SDK's authentication: it knows the caller
+    return NoCredentialInUrl(starlette, app.credentials)
 
 
 def _allowlist(host: str, extra: tuple[str, ...]) -> TransportSecuritySettings:
@@ -104,14 +107,15 @@ class BodyLimit:
     MCP_BODY_LIMIT elsewhere) with a 413 before the app sees any of it.
 
     A declared Content-Length is checked up front, without reading; otherwise (a chunked body) the body is
-    counted as it streams in, buffered up to the limit, and replayed to the app once complete.
+    counted as it streams in, buffered up to the limit, and replayed to the app once complete. A `/mcp` request
+    without an accepted credential goes through unread: the SDK answers it 401 without reading its body.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["path"] == MCP_PATH and caller(scope) is None):
             await self.app(scope, receive, send)
             return
         limit = WEBHOOK_BODY_LIMIT if scope["path"].startswith(WEBHOOK_PREFIX) else MCP_BODY_LIMIT
@@ -143,25 +147,29 @@ def _too_large(limit: int) -> Response:
     return JSONResponse({"error": "request body too large", "max_bytes": limit}, status_code=413)
 
 
-class BearerToken:
-    """Every request (but the webhook's, which has its own secret path) must carry
-    `Authorization: Bearer <SMSRENT_HTTP_TOKEN>`."""
+class NoCredentialInUrl:
+    """A request whose query string carries a credential (a parameter named like one, or the owner token or an
+    agent key itself) is refused with 400 on every route but the webhook's: URLs end up in logs, browser history
+    and Referer headers."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, credentials: Credentials | None) -> None:
         self.app = app
-        self._expected = token.encode()
+        self._credentials = credentials
 
-    def _authorized(self, header: bytes) -> bool:
-        scheme, _, given = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self._expected)
+    def _credential(self, name: str, value: str) -> bool:
+        return name.lower() in CREDENTIAL_PARAMS or (self._credentials is not None and self._credentials.known(value))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = scope["type"] == "http" and not scope["path"].startswith(WEBHOOK_PREFIX)
-        if guarded and not self._authorized(dict(scope["headers"]).get(b"authorization", b"")):
+        query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        leaked = any(self._credential(name, value) for name, value in query)
+        if scope["type"] == "http" and leaked and not scope["path"].startswith(WEBHOOK_PREFIX):
             response = JSONResponse(
-                {"error": "unauthorized", "detail": "send Authorization: Bearer <SMSRENT_HTTP_TOKEN>"},
-                status_code=401,
-                headers={"WWW-Authenticate": 'Bearer realm="smsrent"'},
+                {
+                    "error": "credential in URL",
+                    "detail": "credentials are refused in the query string; send Authorization: Bearer"
+                    " <credential> instead, and change the credential if this URL was shared or logged",
+                },
+                status_code=400,
             )
             await response(scope, receive, send)
             return

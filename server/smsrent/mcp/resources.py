@@ -100,7 +100,7 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
             ids = [r.rental_id for r in await state.rentals.ledger.rentals()]
         elif isinstance(ref, PromptReference) and argument.name == "service":
             try:
-                ids = sorted({p.service for p in await state.rentals.plans()})
+                ids = sorted({p.service for p in await state.rentals.catalogue.plans()})
             except ProviderError:
                 return None
         else:

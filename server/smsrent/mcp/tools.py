@@ -23,7 +23,9 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from smsrent.domain.errors import ConfirmationRefused, SmsRentError
 from smsrent.domain.ids import ProviderName
 from smsrent.domain.models import Plan, format_money
+from smsrent.domain.principal import Principal
 from smsrent.mcp import compat
+from smsrent.mcp.auth import principal
 from smsrent.mcp.state import AppState, problems
 from smsrent.mcp.subscriptions import ACTIVE_URI, rental_uri
 from smsrent.mcp.views import (
@@ -214,7 +216,7 @@ async def list_plans(
     Use this to choose a plan_id for rent_number. Example: list_plans(service="telegram", country="USA")
     """
     state = _state(ctx)
-    plans, failures = await state.rentals.offers(
+    plans, failures = await state.rentals.catalogue.offers(
         service=service, country=country, provider=provider, max_price=max_price
     )
     if not plans:
@@ -450,9 +452,35 @@ TOOLS: tuple[ToolSpec, ...] = (
 )
 
 
+BY_NAME = {spec.name: spec for spec in TOOLS}
+
+
 def reads_only(spec: ToolSpec) -> bool:
     """The tools of read-only mode: none that spends money or changes a rental."""
     return spec.needs == "read"
+
+
+async def scoped(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: a caller sees only the tools its scopes allow (the table's `needs`), and a call to another is
+    refused before anything runs (no quote, no question to the human) with a tool error naming the scope."""
+    if ctx.method == "tools/call":
+        spec = BY_NAME.get(str((ctx.params or {}).get("name")))
+        if spec is not None and not principal(ctx).allows(spec.needs):
+            refusal = (
+                f"{spec.name} needs the {spec.needs} scope, which this credential does not have: ask the owner for"
+                f" a key or token with {spec.needs}."
+            )
+            return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
+    result = await call_next(ctx)
+    if ctx.method == "tools/list" and isinstance(result, dict):
+        caller = principal(ctx)
+        result["tools"] = [tool for tool in result.get("tools", ()) if _visible(tool, caller)]
+    return result
+
+
+def _visible(tool: dict[str, Any], caller: Principal) -> bool:
+    spec = BY_NAME.get(tool.get("name", ""))
+    return spec is None or caller.allows(spec.needs)
 
 
 def register(mcp: MCPServer[AppState], *, allow: Callable[[ToolSpec], bool] | None = None) -> None:

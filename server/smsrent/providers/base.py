@@ -8,6 +8,10 @@ never left this process (the connection was not established); anything else is r
 Whatever bytes come back, an attempt ends within the answer timeout (from sending to the last byte) and
 raises nothing but a `ProviderError`: a body that cannot be decoded, is too large or too deeply nested is a
 provider failure, uncertain after a state-changing request.
+
+Below the HTTP base: the `Provider` protocol the service layer relies on, the `Capabilities` every provider
+declares, and the small protocols of its optional features (a rent listing, an account-wide inbox, sleeping
+numbers, extensions, auto-renewal, finishing). The service asks for a feature, never for an adapter class.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 import httpx
@@ -40,8 +44,9 @@ from smsrent.domain.errors import (
     RateLimited,
     bounded,
 )
-from smsrent.domain.ids import ProviderName, Ref
-from smsrent.domain.models import Balance, Message, Plan, Receipt
+from smsrent.domain.ids import IdSyntax, ProviderName, Ref
+from smsrent.domain.models import Balance, Message, NumberStatus, Plan, Receipt, Rental, RentalStatus
+from smsrent.providers.observed import ObservedTransport, RequestObserver, Routes
 
 log = logging.getLogger("smsrent.providers")
 T = TypeVar("T")
@@ -104,6 +109,9 @@ class HttpProvider:
     name: ClassVar[ProviderName]
     display_name: ClassVar[str]
     credential_env: ClassVar[str]
+    ids: ClassVar[IdSyntax]  # what its plan and rental ids look like
+    capabilities: ClassVar[Capabilities]  # declared by every adapter
+    routes: ClassVar[Routes] = Routes(())  # the API's route templates, for metrics and spans
 
     def __init__(
         self,
@@ -119,15 +127,24 @@ class HttpProvider:
         self.sandbox = sandbox
         self.retry = retry
         self._secrets = secrets
+        self.request_observers: list[RequestObserver] = []  # each finished request, e.g. for the metrics
+        # Drop idle connections before common servers do (uvicorn after 5 s): reusing one the server is
+        # closing fails with a ReadError, which a poller would see as a failed tick.
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0)
+        observed = ObservedTransport(
+            transport or httpx.AsyncHTTPTransport(limits=limits),
+            provider=self.name,
+            routes=self.routes,
+            base_url=base_url,
+            observers=self.request_observers,
+        )
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Accept": "application/json", "User-Agent": USER_AGENT, **headers},
             timeout=timeout,
-            transport=transport,
+            transport=observed,
             follow_redirects=False,
-            # Drop idle connections before common servers do (uvicorn after 5 s): reusing one the server is
-            # closing fails with a ReadError, which a poller would see as a failed tick.
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0),
+            limits=limits,
         )
 
     @property
@@ -423,6 +440,34 @@ def fingerprint(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
+ExtensionStyle = Literal["longer_plan", "renewal", "re_rent"]
+"""How a rental is kept longer: moved to a longer plan (the caller names it), renewed in place, or its number rented
+again (a new rental at today's price of its plan)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """How the service must treat a provider's purchases and refunds. The defaults are the safe ones: a purchase
+    whose answer was lost and that nothing can prove stays uncertain, counted as spent."""
+
+    settle_from_balance: bool = False
+    """A lost purchase its rent listing does not show (see `RentListing`) is settled from the balance noted just
+    before the call: a lower balance proves a charge, though never its absence nor its amount."""
+    serialized_purchases: bool = False
+    """Purchases and refunds on the account run one at a time, across every process sharing the ledger."""
+    refund_status: RentalStatus = RentalStatus.REFUNDED
+    """The status a rental shows once refunded."""
+    refund_ends_early: bool = False
+    """A refunded rental may show as completed before its end instead."""
+
+    def __post_init__(self) -> None:
+        if self.settle_from_balance and not self.serialized_purchases:
+            raise ValueError(
+                "settling from the balance needs serialized purchases: another purchase's charge or a refund's credit"
+                " would blur what the balance shows"
+            )
+
+
 class Provider(Protocol):
     """What the service layer needs from every provider, in domain terms (ids are parsed `Ref`s)."""
 
@@ -434,6 +479,9 @@ class Provider(Protocol):
 
     @property
     def sandbox(self) -> bool: ...
+
+    @property
+    def capabilities(self) -> Capabilities: ...
 
     @property
     def answer_timeout(self) -> float:
@@ -454,6 +502,97 @@ class Provider(Protocol):
 
     async def get_messages(self, rental: Ref) -> list[Message]: ...
 
+    async def poll(self, rental: Ref) -> Receipt:
+        """What a poller reads of one rental: its messages, and its state where the answer carries it (otherwise
+        the receipt's rental has its id alone). A poller keeps its own schedule: skip retries where the API allows."""
+        ...
+
     async def refund(self, rental: Ref) -> Receipt: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class RentListing(Provider, Protocol):
+    """A list of the account's rentals, which proves what a purchase made, and that it made nothing."""
+
+    async def rent_listing(self) -> list[Rental]: ...
+
+    def listed(self, ref: Ref) -> bool:
+        """Whether the listing shows the rentals of this plan, or this rental."""
+        ...
+
+
+@runtime_checkable
+class AccountInbox(Provider, Protocol):
+    """Every message of the account in one listing, newest first: one poll serves every waiting rental."""
+
+    async def message_page(self, page: int) -> tuple[list[Message], bool]:
+        """One page, and whether older pages follow. Not retried: a poller must feel a 429 at once."""
+        ...
+
+
+@runtime_checkable
+class Wakeable(Provider, Protocol):
+    """Numbers that sleep: woken on request, online for a window."""
+
+    async def number_state(self, rental: Ref) -> NumberStatus: ...
+
+    async def wake_number(self, rental: Ref) -> None: ...
+
+
+@runtime_checkable
+class Extendable(Provider, Protocol):
+    """Rentals that can be kept longer, by a new purchase."""
+
+    def extension(self, rental: Ref) -> ExtensionStyle | None:
+        """How this rental is extended, or None if it cannot be."""
+        ...
+
+    async def extend(self, rental: Ref, plan: Ref | None) -> Receipt:
+        """Buy the extension (`plan`: the longer plan, for `longer_plan`). Spends money: never retried once sent."""
+        ...
+
+
+@runtime_checkable
+class SetsAutoRenew(Provider, Protocol):
+    """Auto-renewal set to a wanted state."""
+
+    @property
+    def auto_renewing(self) -> str:
+        """Which rentals can auto-renew, for messages ("long rentals")."""
+        ...
+
+    def auto_renews(self, rental: Ref) -> bool: ...
+
+    async def set_auto_renew(self, rental: Ref, enabled: bool) -> Receipt: ...
+
+
+@runtime_checkable
+class FlipsAutoRenew(Provider, Protocol):
+    """Auto-renewal that can only be flipped: the service reads the state first and checks where it landed."""
+
+    @property
+    def auto_renewing(self) -> str:
+        """Which rentals can auto-renew, for messages ("monthly rents")."""
+        ...
+
+    def auto_renews(self, rental: Ref) -> bool: ...
+
+    async def flip_auto_renew(self, rental: Ref) -> bool:
+        """Flip it; returns the state it landed on."""
+        ...
+
+
+@runtime_checkable
+class Finishable(Provider, Protocol):
+    """Rentals that can be marked completed once their code was used."""
+
+    @property
+    def finishing(self) -> str:
+        """Which rentals can be marked completed, for messages ("one-time rentals")."""
+        ...
+
+    def finishes(self, rental: Ref) -> bool: ...
+
+    async def finish_rental(self, rental: Ref) -> Receipt: ...

@@ -4,6 +4,11 @@ variant for hosts that cannot POST, the webhook payload, and their pure parsers.
 The document's examples are not valid JSON as printed and its values are loose (prices as strings,
 `"errors": "null"`, a webhook code as a JSON number), so every reader here is tolerant. Naive times
 (`YYYY-MM-DD HH:MM:SS`) are read in the configured provider time zone.
+
+What it declares: only long rentals are listed, so a lost one-time purchase (or renewal) is settled from the balance
+and purchases run one at a time; messages are read per rental; a one-time rental is extended by renting its number
+again, a long one by renewing it; long rentals set auto-renewal; one-time rentals can be marked completed; a refund
+shows as `cancelled`.
 """
 
 from __future__ import annotations
@@ -28,18 +33,21 @@ from smsrent.domain.errors import (
     ProviderNotFound,
     ProviderRejected,
 )
-from smsrent.domain.ids import LONG_PERIODS, LongPeriod, Ref
+from smsrent.domain.ids import GETATEXT_IDS, LONG_PERIODS, LongPeriod, Ref
 from smsrent.domain.models import Balance, Message, Plan, Receipt, Rental, RentalStatus
 from smsrent.domain.values import to_bool, to_datetime, to_e164, to_int, to_money, to_text
 from smsrent.providers.base import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT,
+    Capabilities,
+    ExtensionStyle,
     HttpProvider,
     RetryPolicy,
     fingerprint,
     flatten_errors,
     parse_each,
 )
+from smsrent.providers.observed import Routes
 
 DEFAULT_BASE_URL = "https://getatext.com"
 DEFAULT_TIMEZONE: tzinfo = timezone(timedelta(hours=-4))
@@ -99,6 +107,27 @@ class GetatextProvider(HttpProvider):
     name = "getatext"
     display_name = "Getatext"
     credential_env = "GETATEXT_API_KEY"
+    ids = GETATEXT_IDS
+    capabilities = Capabilities(
+        settle_from_balance=True, serialized_purchases=True, refund_status=RentalStatus.CANCELLED
+    )
+    auto_renewing = "long rentals"
+    finishing = "one-time rentals"
+    routes = Routes(
+        (
+            "/api/v1/balance",
+            "/api/v1/prices-info",
+            "/api/v1/rent-a-number",
+            "/api/v1/cancel-rental",
+            "/api/v1/re-rent",
+            "/api/v1/rental-status",
+            "/api/v1/rental-status/{id}/completed",
+            "/api/v1/long-rentals",
+            "/api/v1/long-rentals/{id}/update",
+            "/api/v1/long-rentals/{id}/messages",
+            "/stubs/handler_api",
+        )
+    )
 
     def __init__(
         self,
@@ -252,10 +281,44 @@ class GetatextProvider(HttpProvider):
             return await self.long_rental_messages(rental.local_id)
         return list((await self.rental_status(rental.local_id)).messages)
 
+    async def poll(self, rental: Ref) -> Receipt:
+        if not rental.long:
+            return await self.rental_status(rental.local_id, retry=False)
+        messages = tuple(await self.long_rental_messages(rental.local_id))
+        return Receipt(rental=Rental(rental_id=str(rental), provider=self.name), messages=messages)
+
     async def refund(self, rental: Ref) -> Receipt:
         if rental.long:
             return await self.update_long_rental(rental.local_id, "cancel")
         return await self.cancel_rental(rental.local_id)
+
+    # -- Optional features (the protocols in `base`) ----------------------------------------------
+
+    async def rent_listing(self) -> list[Rental]:
+        return await self.long_rentals()
+
+    def listed(self, ref: Ref) -> bool:
+        return ref.long  # one-time rentals have no list
+
+    def extension(self, rental: Ref) -> ExtensionStyle:
+        return "renewal" if rental.long else "re_rent"
+
+    async def extend(self, rental: Ref, plan: Ref | None) -> Receipt:
+        if rental.long:
+            return await self.update_long_rental(rental.local_id, "renew")
+        return await self.re_rent(rental.local_id)
+
+    def auto_renews(self, rental: Ref) -> bool:
+        return rental.long
+
+    async def set_auto_renew(self, rental: Ref, enabled: bool) -> Receipt:
+        return await self.update_long_rental(rental.local_id, "auto_renew", auto_renew=enabled)
+
+    def finishes(self, rental: Ref) -> bool:
+        return not rental.long
+
+    async def finish_rental(self, rental: Ref) -> Receipt:
+        return await self.complete_rental(rental.local_id)
 
     # -- Plumbing ---------------------------------------------------------------------------------
 

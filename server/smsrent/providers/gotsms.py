@@ -1,5 +1,9 @@
 """GotSMS adapter: every endpoint of the GotSMS REST API (`Authorization: Bearer`), and its pure parsers.
 
+What it declares: its rent list shows every rent (a lost purchase is settled from it); all messages come in one
+account-wide list; numbers sleep and wake; a rent is extended by moving it to a longer plan; auto-renewal can only
+be flipped; a refund shows as `refunded`, or as finished before the rent's time.
+
 Paths are appended to `GOTSMS_BASE_URL` (default `https://app.gotsms.org/api`). Lists paginated with
 `meta.current_page/last_page` are followed to the last page; a number's messages follow `before_id`.
 """
@@ -13,7 +17,7 @@ import httpx
 from pydantic import SecretStr
 
 from smsrent.domain.errors import CancelNotAllowed, ProviderError, ProviderNotFound
-from smsrent.domain.ids import Ref
+from smsrent.domain.ids import GOTSMS_IDS, Ref
 from smsrent.domain.models import (
     Balance,
     Message,
@@ -26,7 +30,17 @@ from smsrent.domain.models import (
     ServiceInfo,
 )
 from smsrent.domain.values import to_bool, to_datetime, to_e164, to_int, to_money, to_text
-from smsrent.providers.base import DEFAULT_RETRY, DEFAULT_TIMEOUT, HttpProvider, RetryPolicy, fingerprint, parse_each
+from smsrent.providers.base import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    Capabilities,
+    ExtensionStyle,
+    HttpProvider,
+    RetryPolicy,
+    fingerprint,
+    parse_each,
+)
+from smsrent.providers.observed import Routes
 
 DEFAULT_BASE_URL = "https://app.gotsms.org/api"
 MAX_PAGES = 200
@@ -48,6 +62,26 @@ class GotSmsProvider(HttpProvider):
     name = "gotsms"
     display_name = "GotSMS"
     credential_env = "GOTSMS_API_TOKEN"
+    ids = GOTSMS_IDS
+    capabilities = Capabilities(refund_status=RentalStatus.REFUNDED, refund_ends_early=True)
+    auto_renewing = "monthly rents"
+    routes = Routes(
+        (
+            "/pricelist",
+            "/account",
+            "/services",
+            "/rents",
+            "/rents/plans",
+            "/rents/{id}/transition",
+            "/rents/{id}/renewal/toggle",
+            "/rents/{id}/refund",
+            "/messages",
+            "/messages/unread",
+            "/numbers/{id}/wake-up",
+            "/numbers/{id}/messages",
+            "/numbers/{id}/status",
+        )
+    )
 
     def __init__(
         self,
@@ -205,8 +239,39 @@ class GotSmsProvider(HttpProvider):
         """Oldest first (the endpoint lists newest first)."""
         return list(reversed(await self.number_messages(rental.local_id)))
 
+    async def poll(self, rental: Ref) -> Receipt:
+        messages = tuple(await self.get_messages(rental))
+        return Receipt(rental=Rental(rental_id=str(rental), provider=self.name), messages=messages)
+
     async def refund(self, rental: Ref) -> Receipt:
         return await self.refund_rent(rental.local_id)
+
+    # -- Optional features (the protocols in `base`) ----------------------------------------------
+
+    async def rent_listing(self) -> list[Rental]:
+        return await self.rents()
+
+    def listed(self, ref: Ref) -> bool:
+        return True  # every rent, whatever its plan
+
+    async def number_state(self, rental: Ref) -> NumberStatus:
+        return await self.number_status(rental.local_id)
+
+    async def wake_number(self, rental: Ref) -> None:
+        await self.wake_up(rental.local_id)
+
+    def extension(self, rental: Ref) -> ExtensionStyle:
+        return "longer_plan"
+
+    async def extend(self, rental: Ref, plan: Ref | None) -> Receipt:
+        assert plan is not None, "a longer_plan extension names its plan"
+        return await self.transition(rental.local_id, plan.local_id)
+
+    def auto_renews(self, rental: Ref) -> bool:
+        return True  # the provider refuses rents whose plan does not renew
+
+    async def flip_auto_renew(self, rental: Ref) -> bool:
+        return await self.toggle_renewal(rental.local_id)
 
     # -- Plumbing ---------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Code delivery: `wait_for_code`, the shared pollers, webhook pushes and GotSMS wake-ups.
+"""Code delivery: `wait_for_code`, the shared pollers, webhook pushes and wake-ups of sleeping numbers.
 
 Every message goes to the ledger first (`Rentals.record_messages`), then wakes the waiters of its
 rental and the other observers (resource subscribers). A wait claims messages through the rental's
@@ -21,9 +21,9 @@ import anyio
 from smsrent.domain.errors import ProviderError
 from smsrent.domain.ids import parse_rental_id
 from smsrent.domain.models import Message, NumberStatus, Receipt, Rental, RentalStatus
-from smsrent.providers.getatext import GetatextProvider, WebhookCode
-from smsrent.providers.gotsms import GotSmsProvider
-from smsrent.service.pollers import GetatextPoller, GotSmsPoller, Poller, Schedule
+from smsrent.providers.base import AccountInbox, Wakeable
+from smsrent.providers.getatext import WebhookCode
+from smsrent.service.pollers import InboxPoller, Poller, RentalPoller, Schedule
 from smsrent.service.rentals import Rentals
 from smsrent.service.supervisor import Supervisor
 
@@ -71,25 +71,25 @@ class Delivery:
         self._awake: dict[str, _Awake] = {}
         self._wake_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self.pollers: dict[str, Poller] = {}
+        self.handover_observers: list[Callable[[Message, float], None]] = []  # (message, when a waiter got it)
         rentals.observers.append(self._wake_waiters)
         schedule = schedule or Schedule()
         for provider in rentals.providers.values():
-            if isinstance(provider, GotSmsProvider):
-                self.pollers[provider.name] = GotSmsPoller(
+            if isinstance(provider, AccountInbox):
+                self.pollers[provider.name] = InboxPoller(
                     provider,
-                    self._waiting_for("gotsms"),
+                    self._waiting_for(provider.name),
                     schedule,
                     known=self.ledger.known_messages,
                     store=self.deliver,
                     since=self._oldest_start,
                 )
-            elif isinstance(provider, GetatextProvider):
-                self.pollers[provider.name] = GetatextPoller(
+            else:
+                self.pollers[provider.name] = RentalPoller(
                     provider,
-                    self._waiting_for("getatext"),
+                    self._waiting_for(provider.name),
                     schedule,
                     store=self._deliver_receipt,
-                    store_messages=self.deliver,
                     pushed=lambda: self.pushes_arrive,
                     failed=functools.partial(self.supervisor.failed, _task_name(provider.name)),
                 )
@@ -136,6 +136,20 @@ class Delivery:
 
     # -- Waiting ------------------------------------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        """`wait_for_code` calls waiting right now."""
+        return sum(self._waiters.values())
+
+    async def _claim(self, rental_id: str) -> Message | None:
+        """The rental's next message through its cursor, handed over now (the observers hear when)."""
+        at = time.time()
+        message = await self.ledger.claim_next(rental_id, at=at)
+        if message is not None:
+            for observer in self.handover_observers:
+                observer(message, at)
+        return message
+
     async def wait(self, rental_id: str, seconds: float, progress: Progress | None = None) -> WaitResult:
         """The next message of this rental not returned before, waiting at most `seconds`."""
         ref = parse_rental_id(rental_id)
@@ -167,7 +181,7 @@ class Delivery:
             signal = self._signals.setdefault(key, anyio.Event())
             waited = time.monotonic() - started
             with anyio.CancelScope(shield=True):  # a claimed message must reach the caller, never vanish
-                message = await self.ledger.claim_next(key)
+                message = await self._claim(key)
                 rental = await self.ledger.rental(key) or rental
             if message is not None:
                 return WaitResult("code_received", rental, waited, message, self._phase(key))
@@ -175,7 +189,8 @@ class Delivery:
                 return await self._last_look(key, rental, waited)
             if waited >= seconds:
                 return WaitResult("still_waiting", rental, waited, None, self._phase(key))
-            line = await self._keep_awake(key) if rental.provider == "gotsms" else None
+            sleeps = isinstance(self.rentals.providers.get(rental.provider), Wakeable)
+            line = await self._keep_awake(key) if sleeps else None
             phase = self._phase(key)
             if progress is not None and (waited - reported[0] >= PROGRESS_EVERY or phase != reported[1]):
                 reported = (waited, phase)
@@ -190,7 +205,7 @@ class Delivery:
         except ProviderError as err:
             log.info("last look at %s failed: %s", rental_id, err.message)
         with anyio.CancelScope(shield=True):
-            message = await self.ledger.claim_next(rental_id)
+            message = await self._claim(rental_id)
         outcome: WaitOutcome = "code_received" if message is not None else "rental_ended"
         return WaitResult(outcome, rental, waited, message, self._phase(rental_id))
 
@@ -203,7 +218,7 @@ class Delivery:
         return max(0.05, min(upcoming, default=PROGRESS_EVERY))
 
     async def wake(self, rental_id: str) -> NumberStatus:
-        """The wake_up tool: wake a GotSMS number now, and remember its windows for the waits."""
+        """The wake_up tool: wake a sleeping number now, and remember its windows for the waits."""
         async with self._wake_locks[rental_id]:
             status = await self.rentals.wake_up(rental_id)
             self._remember(rental_id, status)
@@ -223,7 +238,7 @@ class Delivery:
         return awake
 
     def _phase(self, rental_id: str) -> NumberPhase | None:
-        """Where a GotSMS number is in its wake-up cycle, as far as the last status said."""
+        """Where a sleeping number is in its wake-up cycle, as far as the last status said."""
         awake = self._awake.get(rental_id)
         if awake is None:
             return None
@@ -233,7 +248,7 @@ class Delivery:
         return "queued" if now < awake.online_at else "online"
 
     async def _keep_awake(self, rental_id: str) -> str:
-        """Wake a sleeping GotSMS number, follow its queue, and wake it again when its online window ends.
+        """Wake a sleeping number, follow its queue, and wake it again when its online window ends.
         Returns a line for progress messages."""
         async with self._wake_locks[rental_id]:
             known, now = self._awake.get(rental_id), time.time()
@@ -251,17 +266,18 @@ class Delivery:
     # -- Pushes -----------------------------------------------------------------------------------
 
     async def push(self, pushed: WebhookCode) -> bool:
-        """A Getatext webhook code: confirm it with `rental-status` (which keeps leading zeros), store it, and
-        wake the waiter at once. A code pushed as a JSON number may have lost its leading zeros, so unconfirmed
-        it is not stored: the poller reads it from `rental-status` instead. False for an unknown rental (unless it
+        """A webhook code (Getatext's): confirm it with a poll of the rental (`rental-status`, which keeps leading
+        zeros), store it, and wake the waiter at once. A code pushed as a JSON number may have lost its leading
+        zeros, so unconfirmed it is not stored: the poller reads it instead. False for an unknown rental (unless it
         is one a purchase paid for without learning its id: then it is adopted)."""
-        provider = self.rentals.providers.get("getatext")
-        if not isinstance(provider, GetatextProvider):
+        ref = parse_rental_id(pushed.rental_id)
+        provider = self.rentals.providers.get(ref.provider)
+        if provider is None:
             return False
         receipt: Receipt | None = None
         if await self.ledger.rental(pushed.rental_id) is None:
             try:
-                receipt = await self.rentals.adopt(pushed.rental_id)
+                receipt = await self.rentals.purchases.adopt(pushed.rental_id)
             except ProviderError as err:
                 log.warning("could not check the pushed rental %s: %s", pushed.rental_id, err.message)
             if receipt is None:
@@ -269,7 +285,7 @@ class Delivery:
         self.pushes_arrive = True
         if receipt is None:
             try:
-                receipt = await provider.rental_status(parse_rental_id(pushed.rental_id).local_id, retry=False)
+                receipt = await provider.poll(ref)
             except ProviderError as err:
                 log.warning("could not confirm the pushed code of %s: %s", pushed.rental_id, err.message)
         if receipt is not None and receipt.messages:

@@ -29,6 +29,7 @@ import anyio
 import anyio.to_thread
 
 from smsrent.domain.models import Message, Rental, RentalStatus
+from smsrent.observe.tracing import traced_write
 
 T = TypeVar("T")
 DAY = 86400.0
@@ -37,6 +38,7 @@ STALE_AFTER = 30.0  # a process whose heartbeat is older than this is gone (cras
 LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
 HOST = socket.gethostname()
 _OPEN: set[str] = set()  # tokens of the ledgers open in this process (a pid alone does not tell them apart)
+DEFAULT_AGENT = "owner"  # the agent (the owner) of every purchase, rental and refusal until agents exist
 
 PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
 PurchaseKind = Literal["rent", "extend", "renew"]
@@ -107,6 +109,17 @@ MIGRATIONS = (
         taken_at REAL NOT NULL
     );
     """,
+    """
+    CREATE TABLE refusals (
+        refusal_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        provider TEXT,
+        amount TEXT NOT NULL,
+        note TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX refusals_by_time ON refusals (created_at);
+    CREATE INDEX messages_by_return ON messages (returned_at);
+    """,
 )
 
 
@@ -137,6 +150,56 @@ class StoredMessage:
     message: Message
     stored_at: float
     returned: bool
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A purchase as the figures count it: what it charged (`bought` only) and what was refunded of it."""
+
+    provider: str
+    kind: PurchaseKind
+    state: PurchaseState
+    charged: Decimal
+    refunded: Decimal
+    created_at: float
+    agent: str = DEFAULT_AGENT
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A purchase the money guard refused before anything was sent; `provider` is None when none was chosen yet."""
+
+    provider: str | None
+    amount: Decimal
+    note: str
+    created_at: float
+    agent: str = DEFAULT_AGENT
+
+
+@dataclass(frozen=True)
+class RentalRecord:
+    """A rental with when the ledger first recorded it and how many messages it received."""
+
+    rental: Rental
+    recorded_at: float
+    messages: int
+    agent: str = DEFAULT_AGENT
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A message `wait_for_code` returned: the provider's `received_at` and the moment the waiter got it."""
+
+    rental_id: str
+    received_at: datetime | None
+    returned_at: float
+    agent: str = DEFAULT_AGENT
+
+    @property
+    def delay(self) -> float:
+        """Seconds from the SMS's arrival at the provider to the waiter, clamped at zero (clocks differ)."""
+        arrived = self.returned_at if self.received_at is None else self.received_at.timestamp()
+        return max(0.0, self.returned_at - arrived)
 
 
 class Ledger:
@@ -172,6 +235,7 @@ class Ledger:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
+    @traced_write
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one immediate transaction (committed, or rolled back if it or the commit raises)."""
         return await self._run(lambda: _transaction(self._db, fn))
@@ -367,14 +431,15 @@ class Ledger:
 
         return await self._run(read)
 
-    async def claim_next(self, rental_id: str) -> Message | None:
-        """Advance the rental's `wait_for_code` cursor: the oldest message not returned before, now returned."""
+    async def claim_next(self, rental_id: str, *, at: float | None = None) -> Message | None:
+        """Advance the rental's `wait_for_code` cursor: the oldest message not returned before, now returned
+        (`at`: the moment recorded as the hand-over, default now)."""
 
         def claim(db: sqlite3.Connection) -> Message | None:
             row = db.execute(
                 "UPDATE messages SET returned_at = ? WHERE seq = (SELECT MIN(seq) FROM messages"
                 " WHERE rental_id = ? AND returned_at IS NULL) RETURNING data",
-                (time.time(), rental_id),
+                (time.time() if at is None else at, rental_id),
             ).fetchone()
             return Message.model_validate_json(row[0]) if row else None
 
@@ -496,6 +561,76 @@ class Ledger:
     async def committed(self) -> Decimal:
         """Money spent or reserved in the last 24 h: bought (less refunds), plus reserved and uncertain at their cap."""
         return await self._run(lambda: _committed(self._db, time.time()))
+
+    # -- Figures (metrics, report, dashboard) ---------------------------------------------------------
+
+    async def note_refusal(self, *, provider: str | None, amount: Decimal, note: str) -> None:
+        """Record a purchase of up to `amount` that the money guard refused (nothing was sent to a provider)."""
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO refusals (provider, amount, note, created_at) VALUES (?, ?, ?, ?)",
+                (provider, str(amount), note, time.time()),
+            )
+        )
+
+    async def charges(self, since: float = 0.0) -> list[Charge]:
+        """Every purchase made since `since` (a `time.time()`), oldest first; a bought one charged its price
+        (its reserved cap when the provider gave none), any other nothing."""
+
+        def read() -> list[Charge]:
+            rows = self._db.execute(
+                "SELECT provider, kind, state, max_price, price, refunded, created_at FROM purchases"
+                " WHERE created_at >= ? ORDER BY purchase_id",
+                (since,),
+            ).fetchall()
+            return [
+                Charge(
+                    provider=provider,
+                    kind=kind,
+                    state=state,
+                    charged=Decimal(price or max_price) if state == "bought" else Decimal(0),
+                    refunded=Decimal(refunded or 0),
+                    created_at=created,
+                )
+                for provider, kind, state, max_price, price, refunded, created in rows
+            ]
+
+        return await self._run(read)
+
+    async def refusals(self, since: float = 0.0) -> list[Refusal]:
+        def read() -> list[Refusal]:
+            rows = self._db.execute(
+                "SELECT provider, amount, note, created_at FROM refusals WHERE created_at >= ? ORDER BY refusal_id",
+                (since,),
+            ).fetchall()
+            return [Refusal(provider, Decimal(amount), note, created) for provider, amount, note, created in rows]
+
+        return await self._run(read)
+
+    async def rental_records(self, since: float = 0.0) -> list[RentalRecord]:
+        """Rentals first recorded since `since`, oldest first, with their message counts."""
+
+        def read() -> list[RentalRecord]:
+            rows = self._db.execute(
+                "SELECT r.data, r.recorded_at, (SELECT COUNT(*) FROM messages m WHERE m.rental_id = r.rental_id)"
+                " FROM rentals r WHERE r.recorded_at >= ? ORDER BY r.recorded_at",
+                (since,),
+            ).fetchall()
+            return [RentalRecord(Rental.model_validate_json(data), at, count) for data, at, count in rows]
+
+        return await self._run(read)
+
+    async def handovers(self, since: float = 0.0) -> list[Handover]:
+        """Messages `wait_for_code` returned since `since`, in the order it returned them."""
+
+        def read() -> list[Handover]:
+            rows = self._db.execute(
+                "SELECT data, returned_at FROM messages WHERE returned_at >= ? ORDER BY returned_at, seq", (since,)
+            ).fetchall()
+            handed = [(Message.model_validate_json(data), at) for data, at in rows]
+            return [Handover(m.rental_id, m.received_at, at) for m, at in handed]
+
+        return await self._run(read)
 
 
 _PURCHASE_COLUMNS = (

@@ -1,10 +1,10 @@
 """Shared pollers, one per provider account, serving every waiting rental at once.
 
-GotSMS lists all of an account's messages newest first, so one request per tick serves every
-waiter; pages are walked only until a message the ledger already has. Getatext has no such list
-for one-time rentals, so its poller asks `rental-status` per waited rental, once per tick however
-many calls wait on it, under an account-wide ceiling. Ticks are adaptive (fast just after a code
-becomes expected, slower as the wait grows, idle with nobody waiting), and a 429 slows the account.
+A provider with an account-wide inbox (GotSMS) lists all of an account's messages newest first, so one request
+per tick serves every waiter; pages are walked only until a message the ledger already has. Any other provider
+(Getatext) is polled per waited rental, once per tick however many calls wait on it, under an account-wide
+ceiling. Ticks are adaptive (fast just after a code becomes expected, slower as the wait grows, idle with nobody
+waiting), and a 429 slows the account.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import anyio
 from smsrent.domain.errors import ProviderError, RateLimited
 from smsrent.domain.ids import parse_rental_id
 from smsrent.domain.models import Message, Receipt
-from smsrent.providers.getatext import GetatextProvider
-from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.providers.base import AccountInbox, Provider
 
 log = logging.getLogger("smsrent.delivery")
 
@@ -145,12 +144,13 @@ class Poller:
         self._kicked = anyio.Event()
 
 
-class GotSmsPoller(Poller):
-    """One `GET /messages` per tick for the whole account; older pages only while every message is new."""
+class InboxPoller(Poller):
+    """One page of the account's inbox per tick (GotSMS `GET /messages`); older pages only while every message is
+    new."""
 
     def __init__(
         self,
-        provider: GotSmsProvider,
+        provider: AccountInbox,
         waiting: Callable[[], dict[str, float]],
         schedule: Schedule,
         *,
@@ -179,17 +179,16 @@ class GotSmsPoller(Poller):
         await self._store(fresh)
 
 
-class GetatextPoller(Poller):
-    """`rental-status` for each waited one-time rental when its own schedule says so, a few at a time."""
+class RentalPoller(Poller):
+    """Each waited rental (Getatext `rental-status`) when its own schedule says so, a few at a time."""
 
     def __init__(
         self,
-        provider: GetatextProvider,
+        provider: Provider,
         waiting: Callable[[], dict[str, float]],
         schedule: Schedule,
         *,
         store: StoreReceipt,
-        store_messages: Store,
         pushed: Callable[[], bool],
         failed: Callable[[Exception], float],
         concurrency: int = 4,
@@ -198,8 +197,8 @@ class GetatextPoller(Poller):
         polls pause."""
         super().__init__(provider.name, waiting, schedule)
         self.provider = provider
-        self.requests = RateWindow(5, 1.0)  # the account ceiling: 5 status requests a second
-        self._store, self._store_messages, self._pushed, self._failed = store, store_messages, pushed, failed
+        self.requests = RateWindow(5, 1.0)  # the account ceiling: 5 requests a second (Getatext's)
+        self._store, self._pushed, self._failed = store, pushed, failed
         self._due: dict[str, float] = {}
         self._limiter = anyio.CapacityLimiter(concurrency)
 
@@ -227,14 +226,10 @@ class GetatextPoller(Poller):
                 tg.start_soon(self._poll, rental_id)
 
     async def _poll(self, rental_id: str) -> None:
-        ref = parse_rental_id(rental_id)
         async with self._limiter:
             await self.requests.acquire()
             try:
-                if ref.long:
-                    await self._store_messages(await self.provider.long_rental_messages(ref.local_id))
-                else:
-                    await self._store(await self.provider.rental_status(ref.local_id, retry=False))
+                await self._store(await self.provider.poll(parse_rental_id(rental_id)))
             except RateLimited as err:
                 self._due[rental_id] = time.monotonic() + self.rate_limited(err)
             except ProviderError as err:

@@ -1,89 +1,48 @@
-"""Rentals: plans across providers, purchases under the money guard, refunds and rental changes.
-
-A purchase is recorded as an intent (reserving its max price) before the request, and as an outcome
-after. A purchase whose outcome is unknown is never retried: it stays counted as spent and blocks
-further purchases on that provider until `reconcile` finds out what happened. A balance can prove a
-charge but never its absence, nor its amount: a purchase settled from the balance is bought, unverified,
-and counted at its max price until its rental is found.
-"""
+"""Rentals: reads and changes of the rentals on the configured providers (balances, the rental list, messages,
+purchases through the purchase protocol, refunds, extensions, auto-renewal, finishing, wake-ups)."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import Literal
 
 import anyio
 
+from smsrent.config import SETTLE_AFTER
 from smsrent.domain.errors import (
     CancelNotAllowed,
     InvalidInput,
-    NotConfigured,
     ProviderError,
     ProviderNotFound,
     ProviderRejected,
-    PurchaseUnsettled,
     UnknownRental,
     Unsupported,
 )
 from smsrent.domain.ids import ProviderName, Ref, parse_plan_id, parse_rental_id
-from smsrent.domain.models import (
-    Balance,
-    Message,
-    NumberStatus,
-    Plan,
-    Receipt,
-    Rental,
-    RentalStatus,
-    format_money,
+from smsrent.domain.models import Balance, Message, NumberStatus, Plan, Receipt, Rental, RentalStatus
+from smsrent.providers.base import (
+    Extendable,
+    Finishable,
+    FlipsAutoRenew,
+    Provider,
+    RentListing,
+    SetsAutoRenew,
+    Wakeable,
 )
-from smsrent.providers.base import Provider
-from smsrent.providers.getatext import GetatextProvider
-from smsrent.providers.gotsms import GotSmsProvider
+from smsrent.service.accounts import Accounts
+from smsrent.service.catalogue import Catalogue
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import (
-    DAY,
-    HEARTBEAT_EVERY,
-    STALE_AFTER,
-    Ledger,
-    Purchase,
-    PurchaseKind,
-    StoredMessage,
-)
+from smsrent.service.ledger import Ledger, PurchaseKind, StoredMessage
+from smsrent.service.purchases import Outcome, Purchases
 
 log = logging.getLogger("smsrent.rentals")
-T = TypeVar("T")
 
-PLAN_CACHE_SECONDS = 30.0
-SETTLE_AFTER = 180.0  # how long a lost purchase the provider does not show blocks it; then it is settled
-REFRESH_LIMIT = 25  # one-time Getatext rentals re-checked per list_rentals call
-_COUNTRY_ALIASES = {
-    "us": "usa",
-    "united states": "usa",
-    "united states of america": "usa",
-    "america": "usa",
-    "uk": "united kingdom",
-    "gb": "united kingdom",
-    "great britain": "united kingdom",
-    "de": "germany",
-    "deutschland": "germany",
-}
+REFRESH_LIMIT = 25  # active rentals no rent listing shows, re-checked one by one per list_rentals call
 RentalFilter = Literal["active", "ended", "all"]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an action did to a rental, with a note for the caller when something needs attention."""
-
-    rental: Rental
-    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +52,7 @@ class Extension:
     ref: Ref
     rental: Rental
     price: Decimal
-    plan: Plan | None  # GotSMS: the longer plan to move to
+    plan: Plan | None  # the longer plan to move to (a `longer_plan` extension)
 
 
 @dataclass(frozen=True)
@@ -109,93 +68,21 @@ class Rentals:
     def __init__(
         self, providers: Sequence[Provider], ledger: Ledger, guard: MoneyGuard, *, settle_after: float = SETTLE_AFTER
     ) -> None:
-        self.providers: dict[str, Provider] = {p.name: p for p in providers}
+        self.providers = Accounts(providers)
         self.ledger = ledger
         self.guard = guard
-        self.settle_after = settle_after
-        self._inflight: dict[int, str] = {}  # purchase id -> provider, while its call runs
-        self._plans: dict[str, tuple[float, list[Plan]]] = {}
         self.observers: list[Callable[[Sequence[Message]], Awaitable[None]]] = []
+        self.catalogue = Catalogue(self.providers)
+        self.purchases = Purchases(self.providers, ledger, guard, record=self.record, settle_after=settle_after)
 
     def provider(self, name: str) -> Provider:
-        found = self.providers.get(name)
-        if found is None:
-            configured = ", ".join(self.providers) or "none"
-            env = "GOTSMS_API_TOKEN" if name == "gotsms" else "GETATEXT_API_KEY"
-            raise NotConfigured(f"Provider {name} is not configured (configured: {configured}); set {env} to use it.")
-        return found
-
-    def _selected(self, provider: ProviderName | None) -> list[Provider]:
-        return [self.provider(provider)] if provider else list(self.providers.values())
+        return self.providers.require(name)
 
     # -- Reading --------------------------------------------------------------------------------------
 
-    async def _each(
-        self, provider: ProviderName | None, ask: Callable[[Provider], Awaitable[T]]
-    ) -> tuple[list[T], dict[str, str]]:
-        """Ask every selected provider at once; one that fails is reported, unless all fail (then it raises)."""
-        targets = self._selected(provider)
-        answers: dict[str, T] = {}
-        failures: dict[str, ProviderError] = {}
-
-        async def one(p: Provider) -> None:
-            try:
-                answers[p.name] = await ask(p)
-            except ProviderError as err:
-                failures[p.name] = err
-
-        async with anyio.create_task_group() as tg:
-            for p in targets:
-                tg.start_soon(one, p)
-        if not answers:
-            raise next(iter(failures.values()))
-        return [answers[n] for n in sorted(answers)], {n: e.message for n, e in sorted(failures.items())}
-
     async def balances(self, provider: ProviderName | None = None) -> tuple[list[Balance], dict[str, str]]:
         """Each selected provider's balance, and the providers that could not say."""
-        return await self._each(provider, lambda p: p.get_balance())
-
-    async def offers(
-        self,
-        *,
-        service: str | None = None,
-        country: str | None = None,
-        provider: ProviderName | None = None,
-        max_price: Decimal | None = None,
-    ) -> tuple[list[Plan], dict[str, str]]:
-        """Every plan of the selected providers that matches, cheapest first (unknown prices last), and the
-        providers that could not list theirs."""
-        lists, failures = await self._each(provider, self._provider_plans)
-        matches = [
-            plan
-            for plan in itertools.chain.from_iterable(lists)
-            if _service_matches(plan, service)
-            and _country_matches(plan, country)
-            and (max_price is None or (plan.price is not None and plan.price <= max_price))
-        ]
-        ordered = sorted(matches, key=lambda p: (p.price is None, p.price or 0, p.provider, p.service, p.plan_id))
-        return ordered, failures
-
-    async def plans(
-        self,
-        *,
-        service: str | None = None,
-        country: str | None = None,
-        provider: ProviderName | None = None,
-        max_price: Decimal | None = None,
-    ) -> list[Plan]:
-        """The matching plans of `offers`, without the report of providers that failed."""
-        found, _ = await self.offers(service=service, country=country, provider=provider, max_price=max_price)
-        return found
-
-    async def _provider_plans(self, provider: Provider, *, fresh: bool = False) -> list[Plan]:
-        """The provider's plans, from a short cache for browsing; `fresh` for a price about to be paid."""
-        cached = self._plans.get(provider.name)
-        if cached and not fresh and time.monotonic() - cached[0] < PLAN_CACHE_SECONDS:
-            return cached[1]
-        plans = await provider.list_plans()
-        self._plans[provider.name] = (time.monotonic(), plans)
-        return plans
+        return await self.providers.each(provider, lambda p: p.get_balance())
 
     async def rental(self, rental_id: str | Ref) -> Rental:
         """A rental from the ledger; one it does not know is refused before any network call (list_rentals
@@ -215,9 +102,9 @@ class Rentals:
     ) -> tuple[list[Rental], dict[str, str]]:
         """Rentals from the ledger after refreshing them from the providers; failures to refresh are reported."""
         stale: dict[str, str] = {}
-        for p in self._selected(provider):
+        for p in self.providers.selected(provider):
             try:
-                await self.reconcile(p.name)
+                await self.purchases.reconcile(p.name)
                 await self._refresh(p)
             except ProviderError as err:
                 stale[p.name] = err.message
@@ -227,17 +114,18 @@ class Rentals:
     async def _refresh(self, provider: Provider) -> None:
         """Bring the ledger's rentals of one provider up to date, adopting active ones made elsewhere."""
         known = {r.rental_id: r for r in await self.ledger.rentals(provider=provider.name)}
-        listed: list[Rental] = []
-        if isinstance(provider, GotSmsProvider):
-            listed = await provider.rents()
-        elif isinstance(provider, GetatextProvider):
-            listed = await provider.long_rentals()
-            one_time = [r for r in known.values() if not r.status.ended and ":long:" not in r.rental_id]
-            for rental in one_time[:REFRESH_LIMIT]:
-                try:
-                    await self.record(await provider.get_rental(parse_rental_id(rental.rental_id)))
-                except ProviderNotFound:
-                    log.info("Getatext no longer knows %s; keeping what the ledger has", rental.rental_id)
+        listing = provider if isinstance(provider, RentListing) else None
+        listed = await listing.rent_listing() if listing else []
+        unlisted = [
+            ref
+            for ref in (parse_rental_id(r.rental_id) for r in known.values() if not r.status.ended)
+            if listing is None or not listing.listed(ref)
+        ]
+        for ref in unlisted[:REFRESH_LIMIT]:
+            try:
+                await self.record(await provider.get_rental(ref))
+            except ProviderNotFound:
+                log.info("%s no longer knows %s; keeping what the ledger has", provider.display_name, ref)
         for rental in listed:
             if rental.rental_id in known or not rental.status.ended:
                 await self.ledger.save_rental(rental)
@@ -278,41 +166,35 @@ class Rentals:
         the provider lists right now."""
         if (plan_id is None) == (service is None):
             raise InvalidInput("Give either plan_id (from list_plans) or service (optionally with country), not both.")
-        self.guard.check_cap(max_price)
+        async with self.purchases.refusal_noted(provider, max_price):
+            self.guard.check_cap(max_price)
         if plan_id is not None:
             ref = parse_plan_id(plan_id)
             if provider is not None and provider != ref.provider:
                 raise InvalidInput(f"plan_id {plan_id} belongs to {ref.provider}, not {provider}; drop provider.")
-            listed = await self._provider_plans(self.provider(ref.provider), fresh=True)
-            plan = next((p for p in listed if p.plan_id == plan_id), None)
-            if plan is None:
-                raise InvalidInput(f"No plan {plan_id} is offered now; call list_plans for the current plans.")
+            plan = await self.catalogue.offered(plan_id)
         else:
-            for p in self._selected(provider):
-                self._plans.pop(p.name, None)  # a purchase pays today's price, not a cached one
-            matches = await self.plans(service=service, country=country, provider=provider)
-            priced = [p for p in matches if p.price is not None]
-            where = f" in {country}" if country else ""
-            if not priced:
-                raise InvalidInput(
-                    f"No plan matches service {service!r}{where}; call list_plans to see what is offered."
-                )
-            plan = next((p for p in priced if p.price is not None and p.price <= max_price), priced[0])
+            assert service is not None
+            plan = await self.catalogue.cheapest(service, country, provider, max_price)
         if plan.price is None:
             raise InvalidInput(
                 f"{plan.plan_id} has no published price, so it cannot be bought under a price cap; the owner can set"
                 " GETATEXT_LONG_RENTAL_PRICES from the Getatext website."
             )
-        self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        async with self.purchases.refusal_noted(plan.provider, max_price):
+            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
         return plan
 
     async def buy(self, plan: Plan, max_price: Decimal) -> Outcome:
         """Rent a number on `plan` (already quoted), spending at most `max_price`."""
         assert plan.price is not None
-        self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        async with self.purchases.refusal_noted(plan.provider, max_price):
+            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
         provider = self.provider(plan.provider)
         ref = parse_plan_id(plan.plan_id)
-        outcome = await self._spend(provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id)
+        outcome = await self.purchases.spend(
+            provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id
+        )
         rental = await self._fill_in(outcome.rental, plan_id=plan.plan_id, price=plan.price, service=plan.service)
         return Outcome(rental, outcome.note)
 
@@ -322,307 +204,16 @@ class Rentals:
         missing = {k: v for k, v in defaults.items() if v is not None and getattr(rental, k) is None}
         return await self.ledger.save_rental(rental.model_copy(update=missing)) if missing else rental
 
-    async def _spend(
-        self,
-        provider: Provider,
-        kind: PurchaseKind,
-        max_price: Decimal,
-        call: Callable[[], Awaitable[Receipt]],
-        *,
-        plan_id: str | None = None,
-        source_rental_id: str | None = None,
-        price: Decimal | None = None,
-    ) -> Outcome:
-        """Reserve, record the intent, make the one call that spends, and record its outcome.
-
-        `source_rental_id`: the rental extended, renewed or re-rented. `price`: what the purchase costs when the
-        provider's answer does not say (a GotSMS transition answers with the rent alone, whose price is not what
-        this step charged)."""
-        try:
-            await self.reconcile(provider.name)
-        except ProviderError as err:
-            # Still unsettled: the reservation below refuses, saying why.
-            log.warning("could not reconcile %s before buying: %s", provider.name, err.message)
-        async with self._purchase_lock(provider):
-            purchase_id = await self.ledger.reserve(
-                provider=provider.name,
-                kind=kind,
-                amount=max_price,
-                plan_id=plan_id,
-                source_rental_id=source_rental_id,
-                check=self.guard.daily_check(max_price, provider.display_name),
-            )
-            self._inflight[purchase_id] = provider.name
-            try:
-                return await self._execute(provider, purchase_id, call, price, max_price)
-            finally:
-                del self._inflight[purchase_id]
-                with anyio.CancelScope(shield=True):
-                    await self._release(purchase_id)
-
-    async def _release(self, purchase_id: int) -> None:
-        """Hand a purchase whose call is over to whoever reconciles it; if the ledger cannot say so now, the
-        next `recover` does (the purchase is no longer in `_inflight`)."""
-        try:
-            await self.ledger.release(purchase_id)
-        except sqlite3.Error as err:
-            log.warning("could not release purchase %d in the ledger (%s); recovery will", purchase_id, err)
-
-    def _purchase_lock(self, provider: Provider) -> AbstractAsyncContextManager[object]:
-        """Getatext purchases run one at a time, across every process on this ledger: its only way to settle an
-        unknown outcome is the balance."""
-        if isinstance(provider, GetatextProvider):
-            return self.ledger.lock(f"purchase:{provider.name}")
-        return nullcontext()
-
-    def _settle_lock(self, provider_name: str) -> AbstractAsyncContextManager[None]:
-        """One reconciliation per provider at a time, across every process on this ledger."""
-        return self.ledger.lock(f"settle:{provider_name}")
-
-    async def _in_flight(self, provider_name: str, own: int | None = None) -> bool:
-        """Whether a purchase call on this provider (other than `own`) is under way, here or in another process."""
-        here = any(name == provider_name and pid != own for pid, name in self._inflight.items())
-        return here or await self.ledger.in_other_hands(provider_name)
-
-    async def _execute(
-        self,
-        provider: Provider,
-        purchase_id: int,
-        call: Callable[[], Awaitable[Receipt]],
-        price: Decimal | None,
-        max_price: Decimal,
-    ) -> Outcome:
-        try:
-            if isinstance(provider, GetatextProvider):
-                await self.ledger.note_balance_before(purchase_id, (await provider.get_balance()).amount)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.ledger.settle(purchase_id, "failed", note="the balance check before buying failed")
-            raise
-        try:
-            receipt = await call()
-        except ProviderError as err:
-            if not err.uncertain:
-                await self.ledger.settle(purchase_id, "failed", note=err.message)
-                raise
-            await self.ledger.settle(purchase_id, "uncertain", note=err.message)
-            return await self._recover_now(provider, purchase_id, err)
-        except BaseException:
-            # Cancelled while the request may have been on its way: keep it counted, settle it later.
-            with anyio.CancelScope(shield=True):
-                await self.ledger.settle(purchase_id, "uncertain", note="interrupted before the answer arrived")
-            raise
-        # The provider answered: the outcome is written first, even if the caller is cancelled now.
-        charged = price if price is not None else receipt.rental.price
-        with anyio.CancelScope(shield=True):
-            await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=receipt.rental.rental_id)
-            rental = await self.record(receipt)
-        if charged is not None and charged > max_price:
-            log.warning("%s charged %s for %s, above max_price %s", provider.name, charged, rental.rental_id, max_price)
-            note = f"{provider.display_name} charged {charged}, more than max_price {max_price}: its price changed."
-            return Outcome(rental, note)
-        return Outcome(rental)
-
-    async def _recover_now(self, provider: Provider, purchase_id: int, err: ProviderError) -> Outcome:
-        """Right after an unknown outcome, ask the provider once (the caller holds the purchase lock): the rental
-        found, or an error saying what is now known; an error while asking leaves the purchase unsettled."""
-        try:
-            settled = await self._settle_uncertain(provider, own=purchase_id)
-        except ProviderError as failure:
-            log.warning("could not reconcile %s at once: %s", provider.name, failure.message)
-            settled = []
-        for purchase, rental in settled:
-            if purchase.purchase_id == purchase_id and rental is not None:
-                note = "The answer to this purchase was lost, but the rental was found at the provider and recorded."
-                return Outcome(rental, note)
-        after = await self.ledger.purchase(purchase_id)
-        if after is not None and after.state == "not_bought":
-            raise ProviderError(
-                f"{provider.display_name} did not confirm the purchase and did not make it ({after.note}), so"
-                " nothing was bought; you may try again.",
-                provider=provider.name,
-                status_code=err.status_code,
-            ) from err
-        if after is not None and after.state == "bought":
-            raise ProviderError(
-                f"{after.note} It counts as spent; do not buy again for the same code.",
-                provider=provider.name,
-                status_code=err.status_code,
-            ) from err
-        raise PurchaseUnsettled(
-            f"{err.message} The purchase may or may not have gone through: it counts as spent, and nothing more"
-            f" is bought on {provider.display_name} until it is settled. Call list_rentals to check; do not"
-            " retry blindly.",
-            provider=provider.name,
-        ) from err
-
-    # -- Reconciliation -------------------------------------------------------------------------------
-
-    async def recover(self) -> int:
-        """What a process that is gone left mid-purchase (this one's predecessor, or another server on this data
-        dir that died) has an unknown outcome: uncertain, for reconciliation to settle. Purchases a live process
-        is handling are left to it. Returns how many were taken over."""
-        taken = await self.ledger.recover_orphans(self._inflight, note="the server stopped mid-purchase")
-        if taken:
-            log.warning("took over %d purchase(s) left unsettled by a server that stopped", taken)
-        return taken
-
-    async def heartbeat(self, every: float = HEARTBEAT_EVERY) -> None:
-        """Until cancelled: tell the other processes on this ledger that this one is alive, and settle what those
-        that are gone left mid-purchase. After a gap in this process's own beats (a suspended machine) the others
-        are not judged at once: their beats paused too."""
-        last = time.time()
-        while True:
-            await self.ledger.beat()
-            now = time.time()
-            if now - last < every + STALE_AFTER / 2 and await self.recover():
-                await self.reconcile_all()
-            last = now
-            await anyio.sleep(every)
-
-    async def reconcile_all(self) -> None:
-        """Settle every provider's uncertain purchases (in the background: at start-up, and when a server that died
-        left some)."""
-        for name in self.providers:
-            try:
-                await self.reconcile(name)
-            except ProviderError as err:
-                log.warning("background reconciliation with %s failed: %s", name, err.message)
-
-    async def reconcile(self, provider_name: str) -> list[tuple[Purchase, Rental | None]]:
-        """Settle this provider's uncertain purchases from what it reports; returns what was settled."""
-        if not await self._uncertain(provider_name):
-            return []
-        provider = self.provider(provider_name)
-        async with self._purchase_lock(provider):
-            return await self._settle_uncertain(provider)
-
-    async def _uncertain(self, provider_name: str, own: int | None = None) -> list[Purchase]:
-        """Uncertain purchases to settle: not those a purchase call is still handling (in this process, or in
-        another that owns it), except the caller's `own`."""
-        return [
-            p
-            for p in await self.ledger.unsettled(provider_name)
-            if p.state == "uncertain"
-            and p.owner in (None, self.ledger.owner)
-            and (p.purchase_id == own or p.purchase_id not in self._inflight)
-        ]
-
-    async def _settle_uncertain(
-        self, provider: Provider, own: int | None = None
-    ) -> list[tuple[Purchase, Rental | None]]:
-        """Settle what `_uncertain` lists, one reconciliation per provider at a time (so two never match the same
-        rental); the caller holds the purchase lock."""
-        settled: list[tuple[Purchase, Rental | None]] = []
-        async with self._settle_lock(provider.name):
-            pending = await self._uncertain(provider.name, own)
-            if not pending or await self._in_flight(provider.name, own):
-                return []  # with other purchases on their way, a new rental could be theirs: settle later
-            # Not the purchase's: rentals other purchases bought, and rentals known before it was made. A rental
-            # recorded since (adopted by list_rentals while the purchase was in flight) may well be its own.
-            taken = await self.ledger.bought_rental_ids(provider.name)
-            for purchase in pending:
-                known = await self.ledger.rental_ids(provider=provider.name, recorded_before=purchase.created_at)
-                rental = await self._settle(provider, purchase, taken | known)
-                if rental is not False:
-                    settled.append((purchase, rental))
-                if isinstance(rental, Rental):
-                    taken.add(rental.rental_id)
-        return settled
-
-    async def _settle(self, provider: Provider, purchase: Purchase, taken: set[str]) -> Rental | Literal[False] | None:
-        """Settle one purchase: the rental it bought, None if nothing (or nothing usable) was bought,
-        False if the provider's answer does not decide it yet."""
-        pid = purchase.purchase_id
-        # Not seeing it yet is no proof: a provider may finish a purchase after the answer was lost.
-        window_passed = time.time() - purchase.created_at >= self.settle_after
-        listed = await _listing(provider, purchase)
-        if listed is not None:
-            match = _find_bought(purchase, listed, taken)
-            if match is None:
-                if not window_passed:
-                    return False
-                await self.ledger.settle(pid, "not_bought", note="not found in the provider's list")
-                return None
-            taken.add(match.rental_id)
-            rental = await self.ledger.save_rental(match)
-            await self.ledger.settle(pid, "bought", price=match.price, rental_id=match.rental_id, note="reconciled")
-            return rental
-        if purchase.balance_before is None:
-            await self.ledger.settle(pid, "not_bought", note="stopped before the request was sent")
-            return None
-        # A balance proves a charge, never its absence (a credit may hide it), nor its amount (other debits and
-        # credits move it): short of proof that the request never left, the purchase was bought.
-        charged = (await provider.get_balance()).amount < purchase.balance_before
-        if not charged and not window_passed:
-            return False
-        seen = "went down meanwhile" if charged else f"showed no charge within {self.settle_after:g} s"
-        produced = purchase.source_rental_id if purchase.kind == "renew" else None
-        note = (
-            f"Unverified: {provider.display_name} never answered and the balance {seen}; counted at its max_price"
-            f" {format_money(purchase.max_price)}{'' if produced else ' until its rental is found'}."
-        )
-        await self.ledger.settle(pid, "bought", rental_id=produced, note=note, verified=False)
-        return None
-
-    async def adopt(self, rental_id: str) -> Receipt | None:
-        """A Getatext rental first heard of by a pushed code: recorded if `rental-status` shows it on this account
-        and exactly one purchase can be its own: a rent or re-rent for the same service, made before the rental
-        ended, whose answer was lost (uncertain, or bought, unverified, by what the balance showed). Its real price
-        then replaces its max_price. None otherwise, and never while a Getatext purchase is in flight (the rental
-        could be that one's)."""
-        ref = parse_rental_id(rental_id)
-        if ref.long or ref.provider != "getatext":
-            return None
-        async with self._settle_lock(ref.provider):  # purchases are settled only under this lock
-            orphans = await self._orphans(ref.provider)
-            if not orphans:
-                return None
-            receipt = await self.provider(ref.provider).get_rental(ref)
-            found = receipt.rental
-            candidates = [
-                p
-                for p in orphans
-                if _same_service(p.plan_id, found.service)
-                and (found.ends_at is None or found.ends_at.timestamp() > p.created_at)
-            ]
-            if len(candidates) != 1 or await self._in_flight(ref.provider) or await self._reserved(ref.provider):
-                return None
-            (purchase,) = candidates
-            rental = await self.ledger.save_rental(
-                _with(found, plan_id=found.plan_id or purchase.plan_id, price=found.price or purchase.price)
-            )
-            await self.ledger.settle(
-                purchase.purchase_id, "bought", price=rental.price, rental_id=rental.rental_id, note="found by a push"
-            )
-            return receipt.model_copy(update={"rental": rental})
-
-    async def _orphans(self, provider: str) -> list[Purchase]:
-        """One-time rents and re-rents on `provider` that may have bought a rental whose id is not known: sent
-        (`balance_before` is noted just before), then their answer was lost."""
-        return [
-            p
-            for p in await self.ledger.purchases()
-            if (p.provider, p.kind, p.rental_id) == (provider, "rent", None)
-            and (p.state == "uncertain" or (p.state, p.verified) == ("bought", False))
-            and p.balance_before is not None
-            and ":long:" not in (p.plan_id or "")
-        ]
-
-    async def _reserved(self, provider: str) -> bool:
-        """Whether a purchase on `provider` is on its way (here, or in another process sharing the ledger)."""
-        return any(p.state == "reserved" for p in await self.ledger.unsettled(provider))
-
     # -- Changing rentals -----------------------------------------------------------------------------
 
     async def refund(self, rental_id: str) -> RefundOutcome:
-        """GotSMS refund, Getatext cancel-rental, or long-rental cancel."""
+        """Give a rental back (GotSMS refund, Getatext cancel-rental or long-rental cancel)."""
         ref = parse_rental_id(rental_id)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
-        # Not during a Getatext purchase: a refund's credit would hide the purchase's charge if its answer were
+        # Not during a serialized purchase: a refund's credit would hide the purchase's charge if its answer were
         # lost, and a long rental's refund is measured on the balance.
-        async with self._purchase_lock(provider):
+        async with self.purchases.purchase_lock(provider):
             before = (await provider.get_balance()).amount if ref.long else None
             try:
                 receipt = await provider.refund(ref)
@@ -630,7 +221,7 @@ class Rentals:
                 if not err.uncertain:
                     raise
                 return await self._refund_lost(provider, rental, err)
-            updated = await self.record(receipt.model_copy(update={"rental": _ended(provider, receipt.rental)}))
+            updated = await self.record(receipt.model_copy(update={"rental": _given_back_as(provider, receipt.rental)}))
             balance_after = receipt.balance_after
             if balance_after is None:
                 try:
@@ -655,7 +246,7 @@ class Rentals:
             except ProviderError:
                 break
             if _given_back(provider, now):
-                updated = await self.ledger.save_rental(_ended(provider, rental))
+                updated = await self.ledger.save_rental(_given_back_as(provider, rental))
                 if rental.price is not None:
                     await self.ledger.note_refund(rental.rental_id, rental.price)
                 return RefundOutcome(updated, rental.price, None)
@@ -667,147 +258,157 @@ class Rentals:
         ) from err
 
     async def extension(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Extension:
-        """What extending a rental would buy and cost (reads only): a GotSMS move to the longer `plan_id`, a
-        Getatext long-rental renewal, or a Getatext re-rent of the same number."""
-        self.guard.check_cap(max_price)
+        """What extending a rental would buy and cost (reads only): a move to the longer `plan_id` (GotSMS), a
+        renewal in place (Getatext long rentals), or a new rental of the same number (Getatext re-rent)."""
         ref = parse_rental_id(rental_id)
+        async with self.purchases.refusal_noted(ref.provider, max_price):
+            self.guard.check_cap(max_price)
         rental = await self.rental(ref)
         provider = self.provider(ref.provider)
+        style = provider.extension(ref) if isinstance(provider, Extendable) else None
         target: Plan | None = None
-        if isinstance(provider, GotSmsProvider):
+        if style is None:
+            raise Unsupported(f"{provider.display_name} cannot extend {ref}.")
+        if style == "longer_plan":
             if plan_id is None:
                 raise InvalidInput(
-                    "GotSMS extends a daily rent by moving it to a longer plan: pass plan_id of a weekly or monthly"
-                    " plan for the same service and country (see list_plans)."
+                    f"{provider.display_name} extends a rental by moving it to a longer plan: pass plan_id of a"
+                    " weekly or monthly plan for the same service and country (see list_plans)."
                 )
             target = await self.quote(max_price=max_price, plan_id=plan_id)
             price = target.price
-        elif isinstance(provider, GetatextProvider):
-            if plan_id is not None:
-                raise InvalidInput("Getatext renews or re-rents the same number; call extend_rental without plan_id.")
-            price = rental.price if ref.long else await self._one_time_price(provider, rental)
+        elif plan_id is not None:
+            raise InvalidInput(
+                f"{provider.display_name} renews or re-rents the same number; call extend_rental without plan_id."
+            )
         else:
-            raise Unsupported(f"{provider.display_name} cannot extend rentals.")
+            price = rental.price if style == "renewal" else await self._current_price(provider, rental)
         if price is None:
             raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
-        self.guard.check_price(price, max_price, f"extending {ref}")
+        async with self.purchases.refusal_noted(ref.provider, max_price):
+            self.guard.check_price(price, max_price, f"extending {ref}")
         return Extension(ref, rental, price, target)
 
     async def extend_quoted(self, extension: Extension, max_price: Decimal) -> Outcome:
         """Buy an extension already quoted (and, where needed, approved)."""
         ref, rental, price, target = extension.ref, extension.rental, extension.price, extension.plan
         provider = self.provider(ref.provider)
-        self.guard.check_price(price, max_price, f"extending {ref}")
-        if isinstance(provider, GotSmsProvider) and target is not None:
-            plan_uuid = parse_plan_id(target.plan_id).local_id
-            outcome = await self._spend(
-                provider,
-                "extend",
-                max_price,
-                lambda: provider.transition(ref.local_id, plan_uuid),
-                plan_id=target.plan_id,
-                source_rental_id=str(ref),
-                price=price,
+        async with self.purchases.refusal_noted(ref.provider, max_price):
+            self.guard.check_price(price, max_price, f"extending {ref}")
+        assert isinstance(provider, Extendable)
+        style = provider.extension(ref)
+        plan = parse_plan_id(target.plan_id) if target is not None else None
+
+        async def call() -> Receipt:
+            return await provider.extend(ref, plan)
+
+        if style == "longer_plan":
+            assert target is not None
+            outcome = await self.purchases.spend(
+                provider, "extend", max_price, call, plan_id=target.plan_id, source_rental_id=str(ref), price=price
             )
-            try:  # the transition answer has the id and status only; the rent list has the new end and price
+            try:  # the move's answer has the id and status only; the rent list has the new end and price
                 current = (await provider.get_rental(ref)).rental
             except ProviderError:
                 current = outcome.rental
             return Outcome(await self.ledger.save_rental(_with(current, plan_id=target.plan_id)), outcome.note)
-        assert isinstance(provider, GetatextProvider)
-
-        async def call() -> Receipt:
-            if ref.long:
-                return await provider.update_long_rental(ref.local_id, "renew")
-            return await provider.re_rent(ref.local_id)
-
-        kind: PurchaseKind = "renew" if ref.long else "rent"
-        outcome = await self._spend(provider, kind, max_price, call, plan_id=rental.plan_id, source_rental_id=str(ref))
-        if ref.long:
+        kind: PurchaseKind = "renew" if style == "renewal" else "rent"
+        outcome = await self.purchases.spend(
+            provider, kind, max_price, call, plan_id=rental.plan_id, source_rental_id=str(ref)
+        )
+        if style == "renewal":
             return outcome
         renewed = await self._fill_in(outcome.rental, plan_id=rental.plan_id, price=price, service=rental.service)
         return Outcome(renewed, outcome.note)
 
-    async def _one_time_price(self, provider: GetatextProvider, rental: Rental) -> Decimal | None:
-        plans = await self._provider_plans(provider, fresh=True)
+    async def _current_price(self, provider: Provider, rental: Rental) -> Decimal | None:
+        """Today's price of the plan a rental was bought on (or of its service)."""
+        plans = await self.catalogue.listed(provider, fresh=True)
         plan = next((p for p in plans if p.plan_id == rental.plan_id or p.service == rental.service), None)
         return plan.price if plan else None
 
     async def set_auto_renew(self, rental_id: str, enabled: bool) -> Outcome:
-        """Set auto-renewal to the wanted state (GotSMS only flips it: see `_switch_renewal`)."""
+        """Set auto-renewal to the wanted state (where it can only be flipped: see `_switch_renewal`)."""
         if enabled:
             self.guard.check_auto_renew()
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
-        if isinstance(provider, GotSmsProvider):
+        if isinstance(provider, FlipsAutoRenew) and provider.auto_renews(ref):
             await self.rental(ref)
             async with self.ledger.lock(f"rental:{ref}"):  # two switches at once would undo each other
                 return await self._switch_renewal(provider, ref, enabled)
-        if isinstance(provider, GetatextProvider) and ref.long:
+        if isinstance(provider, SetsAutoRenew) and provider.auto_renews(ref):
             await self.rental(ref)
-            receipt = await provider.update_long_rental(ref.local_id, "auto_renew", auto_renew=enabled)
-            return Outcome(await self.record(receipt))
-        raise Unsupported("Only GotSMS monthly rents and Getatext long rentals can auto-renew.")
+            return Outcome(await self.record(await provider.set_auto_renew(ref, enabled)))
+        renewing = [p for p in self.providers.values() if isinstance(p, FlipsAutoRenew | SetsAutoRenew)]
+        raise Unsupported(_only([f"{p.display_name} {p.auto_renewing}" for p in renewing], "can auto-renew"))
 
-    async def _switch_renewal(self, provider: GotSmsProvider, ref: Ref, enabled: bool) -> Outcome:
-        """Flip GotSMS auto-renewal if the rent list shows the other state; never from a state it does not show.
-        A flip that lands on the wrong state (it was changed elsewhere since it was read) is flipped back, and
-        the ledger keeps the state the provider last reported."""
+    async def _switch_renewal(self, provider: FlipsAutoRenew, ref: Ref, enabled: bool) -> Outcome:
+        """Flip auto-renewal if the rental shows the other state; never from a state it does not show. A flip that
+        lands on the wrong state (it was changed elsewhere since it was read) is flipped back, and the ledger keeps
+        the state the provider last reported."""
+        who = provider.display_name
         wanted = "on" if enabled else "off"
         current = (await provider.get_rental(ref)).rental
         if current.auto_renew is None:
             raise ProviderError(
-                f"GotSMS does not show whether auto-renew is on for {ref}, and it can only flip it, so nothing was"
-                f" changed; turn it {wanted} on the GotSMS website.",
+                f"{who} does not show whether auto-renew is on for {ref}, and it can only flip it, so nothing was"
+                f" changed; turn it {wanted} on the {who} website.",
                 provider=provider.name,
             )
         if current.auto_renew is enabled:
             return Outcome(await self.ledger.save_rental(current))
-        landed = await provider.toggle_renewal(ref.local_id)
+        landed = await provider.flip_auto_renew(ref)
         if landed is enabled:
             return Outcome(await self.ledger.save_rental(_with(current, auto_renew=landed)))
         after = (await provider.get_rental(ref)).rental.auto_renew
         if after is not None and after is not enabled:
-            after = await provider.toggle_renewal(ref.local_id)  # flip back what this call flipped
+            after = await provider.flip_auto_renew(ref)  # flip back what this call flipped
         saved = await self.ledger.save_rental(_with(current, auto_renew=after))
         if after is enabled:
-            return Outcome(saved, f"GotSMS first answered that auto-renew was {_on_off(landed)}; it is {wanted} now.")
+            return Outcome(saved, f"{who} first answered that auto-renew was {_on_off(landed)}; it is {wanted} now.")
         raise ProviderError(
-            f"GotSMS did not turn auto-renew {wanted} for {ref} (it is {_on_off(after)} now); check it with"
+            f"{who} did not turn auto-renew {wanted} for {ref} (it is {_on_off(after)} now); check it with"
             " list_rentals before trying again.",
             provider=provider.name,
         )
 
     async def finish(self, rental_id: str) -> Outcome:
-        """Mark a Getatext one-time rental completed (the code was used)."""
+        """Mark a rental completed (the code was used), where the provider has that."""
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
-        if not isinstance(provider, GetatextProvider) or ref.long:
+        if not (isinstance(provider, Finishable) and provider.finishes(ref)):
+            able = [p for p in self.providers.values() if isinstance(p, Finishable)]
+            finishing = [f"{p.display_name} {p.finishing}" for p in able]
             raise Unsupported(
-                "Only Getatext one-time rentals can be marked completed; other rentals end on their own, or with"
-                " refund while they are refundable."
+                f"{_only(finishing, 'can be marked completed')}; other rentals end on their own, or with refund"
+                " while they are refundable."
             )
         await self.rental(ref)
-        return Outcome(await self.record(await provider.complete_rental(ref.local_id)))
+        return Outcome(await self.record(await provider.finish_rental(ref)))
 
     async def wake_up(self, rental_id: str) -> NumberStatus:
-        """Wake a GotSMS number; an already awake or queued number just reports its windows."""
+        """Wake a sleeping number; an already awake or queued number just reports its windows."""
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
-        if not isinstance(provider, GotSmsProvider):
-            raise Unsupported("Only GotSMS numbers sleep; Getatext numbers are always online.")
+        if not isinstance(provider, Wakeable):
+            sleeping = [p.display_name for p in self.providers.values() if isinstance(p, Wakeable)]
+            raise Unsupported(
+                f"{_only([f'{name} numbers' for name in sleeping], 'sleep')}; {provider.display_name} numbers are"
+                " always online."
+            )
         await self.rental(ref)
-        status = await provider.number_status(ref.local_id)
+        status = await provider.number_state(ref)
         if status.can_wake_up:
             try:
-                await provider.wake_up(ref.local_id)
+                await provider.wake_number(ref)
             except (ProviderRejected, CancelNotAllowed) as err:  # woken meanwhile (another call, the website)
                 log.info("wake-up of %s refused: %s", ref, err.message)
-            status = await provider.number_status(ref.local_id)
+            status = await provider.number_state(ref)
         await self.ledger.save_rental(
             Rental(
                 rental_id=str(ref),
-                provider="gotsms",
+                provider=ref.provider,
                 wake_from=status.wake_from,
                 wake_till=status.wake_till,
                 can_wake_up=status.can_wake_up,
@@ -816,88 +417,31 @@ class Rentals:
         return status
 
 
-async def _listing(provider: Provider, purchase: Purchase) -> list[Rental] | None:
-    """The provider's own list that can prove whether `purchase` happened, where it has one."""
-    if isinstance(provider, GotSmsProvider):
-        return await provider.rents()
-    if isinstance(provider, GetatextProvider) and purchase.kind == "rent" and ":long:" in (purchase.plan_id or ""):
-        return await provider.long_rentals()
-    return None
-
-
-def _find_bought(purchase: Purchase, listed: Sequence[Rental], taken: set[str]) -> Rental | None:
-    """The rental a purchase made: a new rental on its plan, or (an extension) its source now on the new plan."""
-    if purchase.kind != "rent":
-        wanted = (purchase.source_rental_id, purchase.plan_id)
-        return next((r for r in listed if (r.rental_id, r.plan_id) == wanted), None)
-    slack = DAY if ":long:" in (purchase.plan_id or "") else 300.0  # long rentals only carry a start date
-    since = datetime.fromtimestamp(purchase.created_at - slack, UTC)
-    fresh = [
-        r
-        for r in listed
-        if r.rental_id not in taken
-        and r.plan_id == purchase.plan_id
-        and (r.started_at is None or r.started_at >= since)
-    ]
-    return min(fresh, key=lambda r: r.started_at or since, default=None)
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _ended(provider: Provider, rental: Rental) -> Rental:
-    """A rental given back: GotSMS calls it refunded, Getatext cancelled."""
-    return _with(
-        rental, status=RentalStatus.REFUNDED if isinstance(provider, GotSmsProvider) else RentalStatus.CANCELLED
-    )
+def _given_back_as(provider: Provider, rental: Rental) -> Rental:
+    """A rental given back, with the status the provider shows for a refund."""
+    return _with(rental, status=provider.capabilities.refund_status)
 
 
 def _given_back(provider: Provider, rental: Rental) -> bool:
-    """Whether the provider shows a refund: Getatext says cancelled; GotSMS says finished before the rent's time."""
+    """Whether the provider shows a refund: refunded or cancelled, or (where it does so) finished before its time."""
     if rental.status in (RentalStatus.REFUNDED, RentalStatus.CANCELLED):
         return True
     early = rental.ends_at is not None and rental.ends_at > _now()
-    return isinstance(provider, GotSmsProvider) and rental.status is RentalStatus.COMPLETED and early
+    return provider.capabilities.refund_ends_early and rental.status is RentalStatus.COMPLETED and early
 
 
 def _with(rental: Rental, **changes: object) -> Rental:
     return rental.model_copy(update=changes)
 
 
+def _only(which: Sequence[str], can: str) -> str:
+    """`Only GotSMS numbers sleep`, from what the configured providers offer."""
+    return f"Only {' and '.join(which)} {can}" if which else f"No configured provider's rentals {can}"
+
+
 def _on_off(state: bool | None) -> str:
     return "unknown" if state is None else "on" if state else "off"
-
-
-def _same_service(plan_id: str | None, service: str | None) -> bool:
-    """Whether a rental of `service` (the provider's display name) can be one bought on `plan_id`; an unknown
-    service does not rule it out."""
-    if plan_id is None or service is None:
-        return service is None
-
-    def norm(text: str) -> str:
-        return "".join(c for c in text.casefold() if c.isalnum())
-
-    code, name = norm(parse_plan_id(plan_id).local_id), norm(service)
-    return bool(code and name) and (code in name or name in code)
-
-
-def _service_matches(plan: Plan, wanted: str | None) -> bool:
-    if not wanted:
-        return True
-    want = wanted.strip().casefold()
-    names = [n.casefold() for n in (plan.service, plan.service_code) if n]
-    return any(want == n for n in names) or want in plan.service.casefold()
-
-
-def _country_matches(plan: Plan, wanted: str | None) -> bool:
-    if not wanted:
-        return True
-    if plan.country is None:
-        return False
-
-    def norm(text: str) -> str:
-        key = text.strip().casefold()
-        return _COUNTRY_ALIASES.get(key, key)
-
-    return norm(plan.country) == norm(wanted)

@@ -8,10 +8,6 @@ import socket
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.e2e
-
 
 def command() -> str:
     """The installed console script next to this interpreter."""
