@@ -1,5 +1,7 @@
-"""The quick soak (`scripts/soak.py --quick`): faults, kills and random sessions on real server processes, then
-the invariants. The script checks them; this test makes sure it ran, exercised what it claims, and passed."""
+"""The quick soak (`scripts/soak.py --quick`): faults, hostile bodies, kills and random sessions on real server
+processes, two of them sharing one data dir, then the invariants. The script checks them; this test makes sure it
+ran, exercised what it claims (every hostile body, purchases and takeovers through both servers of the shared
+data dir), and passed."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+
+from smsrent.sandbox.base import HOSTILE
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +46,18 @@ def test_quick_soak_holds_its_invariants() -> None:
     assert run.returncode == 0, f"{table}\n{run.stderr[-3000:]}"
     assert "invariants: all hold" in table
     assert first_number(figure(table, "sequences run")) >= 50  # 100 unless the machine is very slow
-    assert first_number(figure(table, "faults injected")) >= 30
+    assert first_number(figure(table, "faults injected")) >= 20
+    met = dict(re.findall(r"([a-z_]+) (\d+)", figure(table, "hostile bodies")))
+    assert all(int(met.get(kind, 0)) >= 1 for kind in HOSTILE), met
+    slowest = re.findall(r"(\w+) ([\d.]+) s \(bound ([\d.]+)\)", figure(table, "slowest tool calls"))
+    assert {"rent_number", "wait_for_code", "refund"} <= {tool for tool, _, _ in slowest}
+    assert all(Decimal(took) <= Decimal(bound) for _, took, bound in slowest)
+    bought, takeovers, port = figure(table, "shared data dir").split("; ")
+    assert [int(n) > 0 for n in re.findall(r"(\d+) by ", bought)] == [True, True], bought  # both servers bought
+    assert first_number(takeovers) >= 1  # what a killed server left mid-purchase was taken over
+    held, taken = numbers(port)
+    assert held >= 1  # one server listened for pushes ...
+    assert taken >= 1  # ... while the other found the port taken and served without it
     assert first_number(figure(table, "crashes survived (SIGKILL)")) >= 1
     assert first_number(figure(table, "bad inputs tried")) >= 1
     assert figure(table, "secrets found") == "0"

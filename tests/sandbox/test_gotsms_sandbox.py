@@ -678,3 +678,13 @@ async def test_fault_commit_then_hang_changes_state_and_never_answers(gotsms_san
                 assert len(await adapter.rents()) == 1  # the sandbox still serves other requests
             finally:
                 await adapter.aclose()
+
+
+async def test_heal_stops_chaos_a_rate_limit_burst_and_rules_no_request_has_met(live: Live) -> None:
+    live.sandbox.inject("GET", "/api/account", "500", times=5)
+    live.sandbox.chaos(1.0, ("429",))
+    assert (await live.raw.get("/api/rents")).status_code == 429  # chaos, which starts a one-second burst
+    live.sandbox.heal()
+    assert (await live.raw.get("/api/rents")).status_code == 200  # neither chaos nor the burst
+    assert (await live.raw.get("/api/account")).status_code == 200  # nor the rule
+    assert live.sandbox.injected == {"429": 1}

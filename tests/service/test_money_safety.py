@@ -667,6 +667,27 @@ async def test_a_getatext_cancel_whose_answer_is_lost_is_found_cancelled(
         assert await ledger.committed() == 0 == D("20.00") - getatext_sandbox.balance
 
 
+@pytest.mark.parametrize("use_handler_api", [False, True])
+async def test_a_getatext_cancel_answered_without_confirming_it_credits_nothing(
+    ledger: Ledger, getatext_sandbox: GetatextSandbox, use_handler_api: bool
+) -> None:
+    """Found by the soak: Getatext answered a cancel with a 200 reporting success but no cancelled rental, and did
+    not cancel; the adapter took any object for the rental, so the ledger credited a refund never made. Now the
+    answer is uncertain, and the rental's status (still active) tells."""
+    adapter = getatext_adapter(getatext_sandbox, use_handler_api=use_handler_api, timeout=0.2)
+    async with service(ledger, adapter) as rentals:
+        outcome = await rentals.buy(await uber(rentals), D("0.50"))
+        path = "/stubs/handler_api" if use_handler_api else CANCEL
+        getatext_sandbox.inject("GET" if use_handler_api else "POST", path, "contradiction")
+        with pytest.raises(ProviderError, match="may or may not have gone through"):
+            await rentals.refund(outcome.rental.rental_id)
+        stored = await ledger.rental(outcome.rental.rental_id)
+    assert getatext_sandbox.rentals[int(local(outcome.rental.rental_id))].status == "active"
+    assert stored is not None
+    assert stored.status == "active"
+    assert await ledger.committed() == D("0.20") == D("20.00") - getatext_sandbox.balance
+
+
 async def test_a_refund_answered_after_the_timeout_is_found_by_the_second_look(
     ledger: Ledger, gotsms_sandbox: GotSmsSandbox
 ) -> None:

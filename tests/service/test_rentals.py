@@ -388,6 +388,18 @@ async def test_a_refused_refund_credits_nothing(rentals: Rentals, gotsms_sandbox
     assert stored.status is RentalStatus.ACTIVE
 
 
+async def test_a_refund_that_went_through_is_credited_when_the_balance_after_it_cannot_be_read(
+    rentals: Rentals, gotsms_sandbox: GotSmsSandbox
+) -> None:
+    """Found by the soak: GotSMS refunded, then every read of the balance failed; the refund tool failed after
+    marking the rental refunded, and the credit never reached the ledger (spend over-counted for good)."""
+    bought = (await rentals.buy(await plan_of(rentals, "gotsms", "Discord"), D("0.60"))).rental
+    gotsms_sandbox.inject("GET", "/api/account", "500", times=3)
+    outcome = await rentals.refund(bought.rental_id)
+    assert (outcome.refunded, outcome.balance_after, outcome.rental.status) == (D("0.60"), None, "refunded")
+    assert await rentals.ledger.committed() == 0 == GOTSMS_START - gotsms_sandbox.balance
+
+
 @pytest.mark.parametrize("rental_id", ["gotsms:../account", "getatext:12/../1", "getatext:long:x", "acme:1", "gotsms:"])
 async def test_malformed_rental_ids_are_refused_before_any_request(
     rentals: Rentals, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox, rental_id: str

@@ -170,12 +170,16 @@ class GetatextProvider(HttpProvider):
         return self._parse(functools.partial(_to_receipt, tz=self.tz, service_code=service), payload)
 
     async def cancel_rental(self, rental_id: str) -> Receipt:
-        """POST /api/v1/cancel-rental (or handler `cancelRental`); allowed one minute after renting."""
+        """POST /api/v1/cancel-rental (or handler `cancelRental`); allowed one minute after renting. A 2xx answer
+        that does not show the rental cancelled leaves the outcome unknown."""
         if self.use_handler_api:
             payload = await self._handler("cancelRental", safe=False, rental_id=rental_id)
         else:
             payload = await self._call("POST", "/api/v1/cancel-rental", safe=False, json_body={"id": int(rental_id)})
-        return self._parse(functools.partial(_to_receipt, tz=self.tz, fallback_id=rental_id), payload)
+        receipt = self._parse(functools.partial(_to_receipt, tz=self.tz, fallback_id=rental_id), payload)
+        if receipt.rental.status is not RentalStatus.CANCELLED:
+            raise self._unavailable(200, "did not confirm the cancellation")
+        return receipt
 
     async def rental_status(self, rental_id: str, *, retry: bool = True) -> Receipt:
         """POST /api/v1/rental-status (or handler `getRentalStatus`): the rental and its code, if one came."""

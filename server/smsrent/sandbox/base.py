@@ -139,6 +139,12 @@ class SandboxServer:
         timeouts need real HTTP: serve the sandbox on loopback for `cut`, `commit_then_cut` and `slow`."""
         self._chaos = (rate, faults) if rate > 0 else None
 
+    def heal(self) -> None:
+        """Stop every fault: chaos, injected rules no request has met yet, and a rate-limit burst."""
+        self._chaos = None
+        self._faults.clear()
+        self._throttled_until = 0.0
+
     def request_count(self, since: float = 0.0) -> int:
         """Requests served since `since` (`time.time()`)."""
         return sum(1 for at, _, _ in self.requests if at >= since)

@@ -224,8 +224,14 @@ class Rentals:
             updated = await self.record(receipt.model_copy(update={"rental": _given_back_as(provider, receipt.rental)}))
             balance_after = receipt.balance_after
             if balance_after is None:
-                balance_after = (await provider.get_balance()).amount
-            refunded = balance_after - before if before is not None else receipt.rental.price or rental.price
+                try:
+                    balance_after = (await provider.get_balance()).amount
+                except ProviderError as err:  # the refund went through: it is credited all the same
+                    log.warning("could not read the %s balance after a refund: %s", provider.name, err.message)
+            if before is None:
+                refunded = receipt.rental.price or rental.price
+            else:  # a long rental's refund is what the balance shows: unknown, it stays counted as spent
+                refunded = None if balance_after is None else balance_after - before
             if refunded is not None and refunded > 0:
                 await self.ledger.note_refund(str(ref), refunded)
         return RefundOutcome(updated, refunded, balance_after)
