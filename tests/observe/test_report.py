@@ -20,6 +20,7 @@ import pytest
 
 from smsrent.domain.models import Message, Rental, RentalStatus
 from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from tests.e2e.process import command, server_env
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +51,7 @@ async def build_ledger(data_dir: Path) -> None:
     is unknown (capped at 1.00); two refusals (one before any provider was chosen); a GotSMS rental that expired
     without a code (made elsewhere); an active Getatext rental without a code."""
     now = time.time()
-    ledger = await Ledger.open(data_dir / "ledger.sqlite3")
+    ledger = await SqliteLedger.open(data_dir / "ledger.sqlite3")
     try:
         await bought(ledger, "getatext", "0.40", "getatext:9", RentalStatus.COMPLETED)
         await code(ledger, "getatext:9", now - 2 * DAY - 4.0, now - 2 * DAY)
@@ -60,7 +61,7 @@ async def build_ledger(data_dir: Path) -> None:
         db.execute("UPDATE purchases SET created_at = ?", (now - 2 * DAY,))
         db.execute("UPDATE rentals SET recorded_at = ?", (now - 2 * DAY,))
 
-    ledger = await Ledger.open(data_dir / "ledger.sqlite3")
+    ledger = await SqliteLedger.open(data_dir / "ledger.sqlite3")
     try:
         await bought(ledger, "gotsms", "1.00", "gotsms:r1", RentalStatus.ACTIVE)
         await code(ledger, "gotsms:r1", now - 3600.0, now - 3597.5)
