@@ -94,11 +94,11 @@ class PostgresStore:
         )
 
     async def kill(self, ledger: Ledger) -> None:
-        """The server drops every connection of the process (as when its machine closes them), then the process's
-        objects are let go without a word to the database."""
+        """The server ends every connection of the process (as when its machine closes them), waiting until they are
+        gone; then the process's objects are let go without a word to the database."""
         assert isinstance(ledger, PostgresLedger)
         await self.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s",
             f"smsrent {ledger.owner}",
         )
         await ledger._shut()

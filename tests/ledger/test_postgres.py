@@ -184,7 +184,7 @@ async def test_a_process_whose_presence_connection_dropped_is_gone_until_its_nex
     try:
         assert other._presence is not None
         backend = other._presence.info.backend_pid
-        await rows(database_url, "SELECT pg_terminate_backend(%s)", backend)
+        await rows(database_url, "SELECT pg_terminate_backend(%s, 5000)", backend)
         pid = await other.reserve(provider="gotsms", kind="rent", amount=Decimal("1"))
         assert await ledger.recover_orphans(busy=(), note=NOTE) == 1  # and it is forgotten
 
