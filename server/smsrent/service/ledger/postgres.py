@@ -256,14 +256,14 @@ class PostgresLedger:
     async def beat(self) -> None:
         """Hold this process's presence lock (on a new connection if the last one was lost, say by a database
         restart), then its heartbeat: a heartbeat newer than the server's start always comes with the lock."""
-        try:
-            if self._presence is None:
-                raise psycopg.OperationalError("no presence connection yet")
-            await self._take_presence(self._presence)
-        except psycopg.Error:
-            lost, self._presence = self._presence, await _connect(self._url, self.owner)
-            if lost is not None:
-                await lost.close()
+        if self._presence is not None:
+            try:
+                await self._take_presence(self._presence)
+            except psycopg.Error:
+                await self._presence.close()
+                self._presence = None
+        if self._presence is None:
+            self._presence = await _connect(self._url, self.owner)
             await self._take_presence(self._presence)
 
         async def beat(conn: Connection) -> None:
@@ -277,6 +277,7 @@ class PostgresLedger:
         await self._write(beat)
 
     async def _take_presence(self, conn: Connection) -> None:
+        """Take (or, held already, take once more: it stacks harmlessly) this process's presence lock."""
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._presence_key,))
         row = await cur.fetchone()
         if not (row and row[0]):
@@ -286,7 +287,8 @@ class PostgresLedger:
     async def lock(self, name: str) -> AsyncIterator[None]:
         """Hold the ledger lock `name`: a session advisory lock on a connection of its own, closed (so released)
         when done or when this process dies. This process's tasks queue for it locally first, so one connection
-        per name waits."""
+        per name waits, trying every LOCK_POLL seconds (a blocking `pg_advisory_lock` would leave its session
+        waiting, and then holding the lock, after its task was cancelled)."""
         local = self._locks.setdefault(name, anyio.Lock())
         async with local:
             try:
