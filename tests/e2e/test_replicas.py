@@ -27,11 +27,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from tests.e2e.conftest import command, free_port, server_env
+from tests.e2e.process import command, free_port, server_env
+from tests.ledger.stores import PostgresStore
 from tests.mcp import text_of
 from tests.postgres import fresh_database
-
-from ..ledger.conftest import PostgresStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e, pytest.mark.postgres]
 

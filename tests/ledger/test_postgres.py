@@ -17,10 +17,9 @@ from smsrent.service.ledger import DAY, STALE_AFTER, LedgerUnusable
 from smsrent.service.ledger import postgres as postgres_module
 from smsrent.service.ledger.postgres import PostgresLedger, check, describe, migrate
 from smsrent.service.ledger.postgres_migrations import MIGRATIONS, Migration
+from tests.ledger import rental
+from tests.ledger.stores import PostgresStore
 from tests.postgres import fresh_database
-
-from .conftest import PostgresStore
-from .test_contract import rental
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 

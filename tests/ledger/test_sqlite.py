@@ -20,8 +20,7 @@ import pytest
 
 from smsrent.service.ledger import STALE_AFTER, LedgerUnusable, sqlite
 from smsrent.service.ledger.sqlite import HOST, MIGRATIONS, SqliteLedger
-
-from .test_contract import bought, rental
+from tests.ledger import bought, rental
 
 pytestmark = pytest.mark.anyio
 
