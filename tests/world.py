@@ -22,6 +22,7 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.pollers import Schedule
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter
@@ -105,7 +106,7 @@ async def open_world(
         gotsms, getatext = gotsms_adapter(gs), getatext_adapter(ga)
         stack.push_async_callback(gotsms.aclose)
         stack.push_async_callback(getatext.aclose)
-        ledger = await Ledger.open(ledger_path)
+        ledger = await SqliteLedger.open(ledger_path)
         stack.push_async_callback(ledger.close)
         rentals = Rentals([gotsms, getatext], ledger, MoneyGuard())
         delivery = Delivery(rentals, schedule=schedule)

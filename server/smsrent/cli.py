@@ -1,6 +1,6 @@
 """`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`); `smsrent-mcp report` prints
 spend, outcomes and delivery figures from the ledger; `smsrent-mcp agents add|list|remove` edits the agents
-file."""
+file; `smsrent-mcp migrate` brings a PostgreSQL ledger's schema up to this release."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from smsrent import __version__
 from smsrent import agents as agents_file
-from smsrent.agents import AgentsFileError
 from smsrent.config import Settings
 from smsrent.mcp.app import App, create_app
 from smsrent.observe.report import parse_duration, run_report
@@ -57,6 +56,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     report.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
     report.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
     _agents_parser(commands)
+    commands.add_parser(
+        "migrate",
+        help="apply the PostgreSQL ledger's migrations (SMSRENT_DATABASE_URL)",
+        description="Bring the schema of the PostgreSQL ledger at SMSRENT_DATABASE_URL up to this release's (run it"
+        " before starting upgraded replicas; the replicas of the previous release keep working on it). An SQLite"
+        " ledger migrates itself when a server opens it.",
+    )
     return parser.parse_args(argv)
 
 
@@ -141,12 +147,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         except ValueError as err:  # AgentsFileError too
             sys.exit(f"smsrent-mcp: {err}")
         return
+    if args.command == "migrate":
+        try:
+            sys.stdout.write(anyio.run(migrate, settings))
+        except LedgerUnusable as err:
+            sys.exit(f"smsrent-mcp: {err}")
+        return
     export_traces(settings.otel_endpoint)
     if settings.webhook_port is not None and settings.webhook_secret is None:
         sys.exit("smsrent-mcp: SMSRENT_WEBHOOK_PORT needs SMSRENT_WEBHOOK_SECRET (the webhook's secret path).")
     try:
         app = create_app(settings)
-    except AgentsFileError as err:
+        if settings.database_url is not None:  # reachable, and its schema recent enough, before serving anything
+            from smsrent.service.ledger.postgres import check
+
+            anyio.run(check, settings.database_url)
+    except (LedgerUnusable, ValueError) as err:  # AgentsFileError too; the sandbox with a database URL
         sys.exit(f"smsrent-mcp: {err}")
     if app.sandbox:
         sys.stderr.write(BANNER + "\n")
@@ -211,6 +227,23 @@ def agents_table(entries: Sequence[agents_file.AgentEntry]) -> str:
     return "".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n" for row in rows
     )
+
+
+async def migrate(settings: Settings) -> str:
+    """What `smsrent-mcp migrate` did, as one line."""
+    if settings.database_url is None:
+        return (
+            f"Nothing to migrate: SMSRENT_DATABASE_URL is not set, and the SQLite ledger ({settings.ledger_path})"
+            " migrates itself when a server opens it.\n"
+        )
+    from smsrent.service.ledger.postgres import describe
+    from smsrent.service.ledger.postgres import migrate as migrate_postgres
+
+    before, after = await migrate_postgres(settings.database_url)
+    where = describe(settings.database_url)
+    if before == after:
+        return f"The PostgreSQL ledger ({where}) is at schema version {after}: nothing to migrate.\n"
+    return f"Migrated the PostgreSQL ledger ({where}) from schema version {before} to {after}.\n"
 
 
 def _ledger_refusal(err: BaseException) -> LedgerUnusable | None:

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default_factory=_user_data_dir, validation_alias=_env("SMSRENT_DATA_DIR"))
+    database_url: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_DATABASE_URL"))
     max_price: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_MAX_PRICE"))
     daily_budget: PositiveMoney | None = Field(None, validation_alias=_env("SMSRENT_DAILY_BUDGET"))
     confirm_above: Annotated[Decimal, Field(ge=0)] | None = Field(None, validation_alias=_env("SMSRENT_CONFIRM_ABOVE"))
@@ -96,6 +97,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Only a PostgreSQL URL (never echoed: it may hold a password)."""
+        if value is not None and not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("SMSRENT_DATABASE_URL must be a PostgreSQL URL: postgresql://user@host:5432/database")
+        return value
 
     @field_validator("getatext_timezone")
     @classmethod
@@ -175,5 +184,15 @@ class Settings(BaseSettings):
 
     @property
     def ledger_path(self) -> Path:
-        """The ledger of the real providers (the in-process sandbox keeps a temporary one, like its own state)."""
+        """The SQLite ledger of the real providers when no SMSRENT_DATABASE_URL is set (the in-process sandbox keeps
+        a temporary one, like its own state)."""
         return self.data_dir / "ledger.sqlite3"
+
+    @property
+    def ledger_name(self) -> str:
+        """The ledger as a message may name it: the SQLite file, or the PostgreSQL database (never a password)."""
+        if self.database_url is None:
+            return str(self.ledger_path)
+        from smsrent.service.ledger.postgres import describe
+
+        return describe(self.database_url)

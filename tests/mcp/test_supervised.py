@@ -27,7 +27,7 @@ from smsrent.providers.registry import Providers
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.supervisor import Supervisor
 from tests.helpers import getatext_adapter, gotsms_adapter, settings
 from tests.mcp import local_id, ok, rent_getatext, rent_gotsms
@@ -174,7 +174,7 @@ async def test_one_getatext_rentals_failing_poll_and_push_stop_neither_the_other
 async def seed_uncertain_purchase(tmp_path: Path, gotsms: GotSmsProvider, sandbox: GotSmsSandbox) -> tuple[int, str]:
     """What a server that died left: a purchase whose rent the provider made, its answer lost."""
     plan = next(p for p in sandbox.plans.values() if p.duration_type == "day")
-    ledger = await Ledger.open(settings(tmp_path).ledger_path)
+    ledger = await SqliteLedger.open(settings(tmp_path).ledger_path)
     try:
         purchase_id = await ledger.reserve(
             provider="gotsms", kind="rent", amount=Decimal("5"), plan_id=f"gotsms:{plan.id}"

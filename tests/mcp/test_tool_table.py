@@ -31,7 +31,7 @@ from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter, settings
 from tests.mcp import local_id
@@ -80,7 +80,7 @@ async def state(
 ) -> AsyncIterator[AppState]:
     """The state a running server holds: both sandboxes, a ledger, the pollers running."""
     adapters = [gotsms_adapter(gotsms_sandbox), getatext_adapter(getatext_sandbox)]
-    ledger = await Ledger.open(tmp_path / "ledger.sqlite3")
+    ledger = await SqliteLedger.open(tmp_path / "ledger.sqlite3")
     rentals = Rentals(adapters, ledger, MoneyGuard())
     delivery = Delivery(rentals)
     async with anyio.create_task_group() as tg:

@@ -24,7 +24,7 @@ from smsrent.providers.registry import configured_providers
 from smsrent.sandbox import serve_loopback
 from smsrent.service.delivery import Delivery, WaitResult
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.rentals import Rentals
 from tests.faults import LoseAnswer
 from tests.helpers import settings
@@ -56,7 +56,7 @@ def losing(deliver: bool) -> LoseAnswer:
 async def registry_rentals(tmp_path: Path) -> AsyncIterator[Rentals]:
     """Rentals over whatever the registry builds from the test's settings (no credentials: only MiniSMS)."""
     built = configured_providers(settings(tmp_path))
-    ledger = await Ledger.open(tmp_path / "ledger.sqlite3")
+    ledger = await SqliteLedger.open(tmp_path / "ledger.sqlite3")
     try:
         yield Rentals(built.adapters, ledger, MoneyGuard(max_price=D("1")), settle_after=0.0)
     finally:

@@ -17,9 +17,12 @@ from typing import Any
 
 import anyio
 import pytest
+from pydantic import SecretStr
 
 from smsrent.domain.models import Message, Rental, RentalStatus
 from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.postgres import PostgresLedger, describe
+from smsrent.service.ledger.sqlite import SqliteLedger
 from tests.e2e.process import command, server_env
 
 pytestmark = pytest.mark.e2e
@@ -50,7 +53,7 @@ async def build_ledger(data_dir: Path) -> None:
     is unknown (capped at 1.00); two refusals (one before any provider was chosen); a GotSMS rental that expired
     without a code (made elsewhere); an active Getatext rental without a code."""
     now = time.time()
-    ledger = await Ledger.open(data_dir / "ledger.sqlite3")
+    ledger = await SqliteLedger.open(data_dir / "ledger.sqlite3")
     try:
         await bought(ledger, "getatext", "0.40", "getatext:9", RentalStatus.COMPLETED)
         await code(ledger, "getatext:9", now - 2 * DAY - 4.0, now - 2 * DAY)
@@ -60,7 +63,7 @@ async def build_ledger(data_dir: Path) -> None:
         db.execute("UPDATE purchases SET created_at = ?", (now - 2 * DAY,))
         db.execute("UPDATE rentals SET recorded_at = ?", (now - 2 * DAY,))
 
-    ledger = await Ledger.open(data_dir / "ledger.sqlite3")
+    ledger = await SqliteLedger.open(data_dir / "ledger.sqlite3")
     try:
         await bought(ledger, "gotsms", "1.00", "gotsms:r1", RentalStatus.ACTIVE)
         await code(ledger, "gotsms:r1", now - 3600.0, now - 3597.5)
@@ -215,3 +218,32 @@ def test_a_bad_window_is_refused_in_one_sentence(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "argument --since: expected a duration like 90m, 24h or 7d, got 'yesterday'" in done.stderr
+
+
+async def build_postgres_ledger(url: SecretStr) -> None:
+    ledger = await PostgresLedger.open(url)
+    try:
+        await bought(ledger, "gotsms", "1.00", "gotsms:r1", RentalStatus.ACTIVE)
+        await bought(ledger, "getatext", "0.55", "getatext:11", RentalStatus.CANCELLED)
+        await ledger.note_refund("getatext:11", Decimal("0.55"))
+    finally:
+        await ledger.close()
+
+
+@pytest.mark.postgres
+def test_the_report_reads_a_postgresql_ledger_naming_its_database(tmp_path: Path, database_url: SecretStr) -> None:
+    anyio.run(build_postgres_ledger, database_url)
+    done = subprocess.run(
+        [command(), "report", "--format", "json"],
+        env=server_env(tmp_path, SMSRENT_DATABASE_URL=database_url.get_secret_value(), SMSRENT_DAILY_BUDGET="10"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    figures = json.loads(done.stdout)
+    assert figures["ledger"] == describe(database_url)
+    assert figures["ledger"].startswith("database smsrent_t_")
+    assert figures["total"] == {"bought": 2, "spent": "1.55", "refunded": "0.55", "net": "1.00"}
+    assert figures["budget"] == {"daily": "10.00", "committed": "1.00", "remaining": "9.00"}
+    assert not (tmp_path / "ledger.sqlite3").exists()

@@ -16,6 +16,7 @@ from smsrent.sandbox.getatext import TZ, GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.rentals import Rentals
 from tests.helpers import FAST_RETRY, getatext_adapter, gotsms_adapter
 
@@ -27,7 +28,7 @@ def ledger_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def ledger(ledger_path: Path) -> AsyncIterator[Ledger]:
-    opened = await Ledger.open(ledger_path)
+    opened = await SqliteLedger.open(ledger_path)
     yield opened
     await opened.close()
 

@@ -17,7 +17,7 @@ from smsrent.domain.errors import ProviderError, UnknownRental
 from smsrent.providers.gotsms import GotSmsProvider
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.rentals import Rentals
 from tests.helpers import gotsms_adapter, requests
 from tests.service.test_rentals import local, plan_of
@@ -129,7 +129,7 @@ async def test_two_concurrent_calls_to_turn_it_off_flip_it_once(
     """Without the per-rental lock both calls read "on" and both flip: renewal ended up on, the ledger off."""
     watch = Watch()
     first = Rentals([second_adapter(SlowToggle(monthly.sandbox, watch))], monthly.rentals.ledger, GUARD)
-    other_ledger = await Ledger.open(ledger_path) if callers.startswith("two") else monthly.rentals.ledger
+    other_ledger = await SqliteLedger.open(ledger_path) if callers.startswith("two") else monthly.rentals.ledger
     second = Rentals([second_adapter(SlowToggle(monthly.sandbox, watch))], other_ledger, GUARD)
     toggles_before = monthly.toggles()
     try:

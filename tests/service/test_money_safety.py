@@ -28,6 +28,7 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
 from smsrent.service.ledger import Ledger
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.purchases import Outcome
 from smsrent.service.rentals import Rentals
 from tests.faults import LoseAnswer, OnAnswer, Outage
@@ -829,7 +830,7 @@ async def buy_and_cancel_once_committed(
 
 
 async def restart_and_reconcile(ledger_path: Path, sandbox: GotSmsSandbox) -> tuple[Ledger, Rentals]:
-    ledger = await Ledger.open(ledger_path)
+    ledger = await SqliteLedger.open(ledger_path)
     rentals = Rentals([gotsms_adapter(sandbox)], ledger, MoneyGuard(daily_budget=D("5")))
     await rentals.purchases.recover()
     await rentals.purchases.reconcile_all()
@@ -843,7 +844,7 @@ async def restart_and_reconcile(ledger_path: Path, sandbox: GotSmsSandbox) -> tu
 async def test_purchase_cancelled_in_flight_is_uncertain_and_reconciled_after_a_restart(
     ledger_path: Path, gotsms_sandbox: GotSmsSandbox, where: str
 ) -> None:
-    ledger = await Ledger.open(ledger_path)
+    ledger = await SqliteLedger.open(ledger_path)
     start = gotsms_sandbox.balance
     if where.startswith("loopback"):
         gotsms_sandbox.inject("POST", RENTS, "commit_then_hang")
@@ -918,7 +919,7 @@ async def test_stale_reservations_become_uncertain_on_recover_and_are_settled(
     )
     plan_id = f"gotsms:{plan_uuid}"
     # The process that died: it reserved four purchases and got this far with each.
-    dead = await Ledger.open(ledger_path)
+    dead = await SqliteLedger.open(ledger_path)
     sent = await dead.reserve(provider="gotsms", kind="rent", amount=D("1.00"), plan_id=plan_id)
     await gotsms.create_rent(plan_uuid)  # the request went out; the process died before the answer
     never_sent = await dead.reserve(provider="gotsms", kind="rent", amount=D("1.00"), plan_id=plan_id)
@@ -931,7 +932,7 @@ async def test_stale_reservations_become_uncertain_on_recover_and_are_settled(
     await gotsms.aclose()
     await getatext.aclose()
 
-    ledger = await Ledger.open(ledger_path)
+    ledger = await SqliteLedger.open(ledger_path)
     async with service(ledger, gotsms_adapter(gotsms_sandbox), getatext_adapter(getatext_sandbox)) as rentals:
         await rentals.purchases.recover()
         assert await states(ledger) == ["uncertain"] * 4

@@ -18,9 +18,9 @@ from smsrent.domain.ids import parse_plan_id
 from smsrent.providers.base import Provider
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from smsrent.service import ledger as ledger_module
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger import sqlite as ledger_module
+from smsrent.service.ledger.sqlite import SqliteLedger
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter
 from tests.service.test_money_safety import discord_day
@@ -49,7 +49,7 @@ class Held(httpx.AsyncBaseTransport):
 @asynccontextmanager
 async def server(ledger_path: Path, *providers: Provider, guard: MoneyGuard | None = None) -> AsyncIterator[Rentals]:
     """One more server on the ledger file: its own connection and process registration, its own adapters."""
-    ledger = await Ledger.open(ledger_path)
+    ledger = await SqliteLedger.open(ledger_path)
     try:
         yield Rentals(list(providers), ledger, guard or MoneyGuard(), settle_after=0.0)
     finally:
@@ -142,7 +142,7 @@ async def test_the_heartbeat_settles_what_a_server_that_died_left_mid_purchase(
     finds it gone and settles its purchase from the rent list, with no call from anyone."""
     async with server(ledger_path, gotsms_adapter(gotsms_sandbox)) as survivor:
         plan = await discord_day(survivor)
-        dead = await Ledger.open(ledger_path)
+        dead = await SqliteLedger.open(ledger_path)
         lost = await dead.reserve(provider="gotsms", kind="rent", amount=D("1.00"), plan_id=plan.plan_id)
         await survivor.providers["gotsms"].rent(parse_plan_id(plan.plan_id))  # the request went out; then it died
         ledger_module._OPEN.discard(dead.owner)  # killed: its connection drops, its row stays

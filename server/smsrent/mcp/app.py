@@ -30,7 +30,7 @@ from smsrent.providers.registry import Providers, configured_providers, sandbox_
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.service.delivery import Delivery
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger import open_ledger
 from smsrent.service.rentals import Rentals
 from smsrent.service.supervisor import Supervisor
 
@@ -83,6 +83,17 @@ def create_app(
     `supervisor` the one its background tasks run under. Raises AgentsFileError for an unusable agents file."""
     supervisor = supervisor or Supervisor()
     sandbox = providers is None and settings.use_sandbox
+    if sandbox and settings.database_url is not None:
+        why = (
+            "the sandbox is on (--sandbox or SMSRENT_SANDBOX)"
+            if settings.sandbox
+            else "no provider credentials are set, so the built-in sandbox would serve"
+        )
+        raise ValueError(
+            f"SMSRENT_DATABASE_URL cannot be used with the sandbox: {why}, and each server sharing the database would"
+            " simulate a provider of its own. Set GOTSMS_API_TOKEN or GETATEXT_API_KEY (without --sandbox), or unset"
+            " SMSRENT_DATABASE_URL."
+        )
     factory = providers or (sandbox_providers if sandbox else lambda: configured_providers(settings))
     runtime = Runtime()
     metrics = Metrics()
@@ -98,7 +109,9 @@ def create_app(
             for adapter in built.adapters:
                 stack.push_async_callback(adapter.aclose)
             # The in-process sandbox forgets its rentals at exit, so its ledger lives in memory too.
-            ledger = await Ledger.open(":memory:" if built.sandboxes else settings.ledger_path)
+            ledger = await (
+                open_ledger(":memory:") if built.sandboxes else open_ledger(settings.ledger_path, settings.database_url)
+            )
             stack.push_async_callback(ledger.close)
             guard = MoneyGuard(
                 settings.max_price, settings.daily_budget, settings.confirm_above, settings.allow_auto_renew

@@ -9,7 +9,6 @@ server's own scripts and styles only, and no framing.
 
 from __future__ import annotations
 
-import time
 from decimal import Decimal
 from importlib import resources
 from typing import Any
@@ -92,7 +91,7 @@ def _owner_only(app: App, request: Request) -> Response | None:
 async def dashboard_data(state: AppState, sandbox: bool) -> dict[str, Any]:
     """What the dashboard shows, from the ledger alone (a refresh never calls a provider)."""
     ledger, guard = state.rentals.ledger, state.rentals.guard
-    now = time.time()
+    now = await ledger.now()
     since = now - DAY
     charges = await ledger.charges(since)
     committed = await ledger.committed()

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import re
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from smsrent.observe.figures import (
     rental_outcome,
     spend_by,
 )
-from smsrent.service.ledger import Ledger
+from smsrent.service.ledger import Ledger, open_ledger
 
 Format = Literal["table", "csv", "json"]
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
@@ -46,14 +45,15 @@ SANDBOX_NOTE = (
 
 
 async def run_report(settings: Settings, seconds: float, agent: str | None, fmt: Format) -> str:
-    """The report over the last `seconds` from the ledger at `settings.ledger_path`, or a sentence saying why
-    there is nothing to report."""
-    path = settings.ledger_path
-    if not path.exists():
+    """The report over the last `seconds` (on the ledger's clock) from the configured ledger, or a sentence saying
+    why there is nothing to report."""
+    path = settings.ledger_name
+    if settings.database_url is None and not settings.ledger_path.exists():
         return _nothing(f"there is no ledger at {path} yet.", settings)
-    ledger = await Ledger.open(path)
+    ledger = await open_ledger(settings.ledger_path, settings.database_url)
     try:
-        report = await build(ledger, since=time.time() - seconds, agent=agent, daily_budget=settings.daily_budget)
+        since = await ledger.now() - seconds
+        report = await build(ledger, since=since, agent=agent, daily_budget=settings.daily_budget)
     finally:
         await ledger.close()
     if report.empty and fmt == "table":
@@ -127,8 +127,8 @@ class Report:
 async def build(
     ledger: Ledger, *, since: float, agent: str | None = None, daily_budget: Decimal | None = None
 ) -> Report:
-    """The report over what the ledger recorded since `since` (a `time.time()`), for one agent or all."""
-    until = time.time()
+    """The report over what the ledger recorded since `since` (on its clock), for one agent or all."""
+    until = await ledger.now()
     charges = [c for c in await ledger.charges(since) if agent in (None, c.agent)]
     refusals = [r for r in await ledger.refusals(since) if agent in (None, r.agent)]
     records = [r for r in await ledger.rental_records(since) if agent in (None, r.agent)]
@@ -152,7 +152,7 @@ async def build(
     )
 
 
-def render(report: Report, fmt: Format, ledger_path: Path) -> str:
+def render(report: Report, fmt: Format, ledger_path: Path | str) -> str:
     if fmt == "json":
         return json.dumps(_as_json(report, ledger_path), indent=2) + "\n"
     if fmt == "csv":
@@ -160,7 +160,7 @@ def render(report: Report, fmt: Format, ledger_path: Path) -> str:
     return _as_table(report, ledger_path)
 
 
-def _as_json(report: Report, ledger_path: Path) -> dict[str, Any]:
+def _as_json(report: Report, ledger_path: Path | str) -> dict[str, Any]:
     total = report.total
     return {
         "since": _iso(report.since),
@@ -207,7 +207,7 @@ def _as_csv(report: Report) -> str:
     return out.getvalue()
 
 
-def _as_table(report: Report, ledger_path: Path) -> str:
+def _as_table(report: Report, ledger_path: Path | str) -> str:
     who = f"agent {report.agent}" if report.agent else "every agent"
     lines = [
         f"smsrent report: {_iso(report.since)} to {_iso(report.until)}, {who}",

@@ -22,25 +22,29 @@ log = logging.getLogger("smsrent")
 tracer = trace.get_tracer("smsrent", __version__)
 
 S = TypeVar("S")
-A = TypeVar("A")
+F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-Write = Callable[[S, Callable[[A], T]], Awaitable[T]]
+Write = Callable[[S, F], Awaitable[T]]
 
 
-def traced_write(method: Write[S, A, T]) -> Write[S, A, T]:
-    """Decorates the ledger's one write path: a span per transaction, named after the ledger method that wrote
-    (the qualified name of the function it runs, e.g. `Ledger.settle.<locals>.<lambda>` gives `settle`)."""
+def traced_write(system: str) -> Callable[[Write[S, F, T]], Write[S, F, T]]:
+    """Decorates a ledger's one write path: a span per transaction on the database `system` (`sqlite`,
+    `postgresql`), named after the ledger method that wrote (the qualified name of the function it runs, e.g.
+    `SqliteLedger.settle.<locals>.<lambda>` gives `settle`)."""
 
-    @functools.wraps(method)
-    async def wrapper(self: S, fn: Callable[[A], T]) -> T:
-        operation = fn.__qualname__.split(".<locals>", 1)[0].rpartition(".")[2]
-        attributes = {"db.system.name": "sqlite", "db.operation.name": operation}
-        with tracer.start_as_current_span(f"ledger {operation}", attributes=attributes, record_exception=False):
-            return await method(self, fn)
+    def decorate(method: Write[S, F, T]) -> Write[S, F, T]:
+        @functools.wraps(method)
+        async def wrapper(self: S, fn: F) -> T:
+            operation = fn.__qualname__.split(".<locals>", 1)[0].rpartition(".")[2]
+            attributes = {"db.system.name": system, "db.operation.name": operation}
+            with tracer.start_as_current_span(f"ledger {operation}", attributes=attributes, record_exception=False):
+                return await method(self, fn)
 
-    return wrapper
+        return wrapper
+
+    return decorate
 
 
 def export_traces(endpoint: str | None) -> bool:

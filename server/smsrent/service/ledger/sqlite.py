@@ -1,5 +1,5 @@
-"""The ledger: one SQLite file (WAL) holding rentals, every received message, each rental's
-`wait_for_code` cursor, and every purchase from intent to outcome, so nothing is lost across restarts.
+"""The SQLite ledger, the embedded default: one file (WAL) holding rentals, every received message, each
+rental's `wait_for_code` cursor, and every purchase from intent to outcome, so nothing is lost across restarts.
 
 All access goes through one worker thread at a time (`anyio.to_thread`), so the event loop never
 blocks and in-process calls are serialised; `BEGIN IMMEDIATE` also serialises other processes.
@@ -19,30 +19,41 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, TypeVar, cast
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
 
-from smsrent.domain.models import Message, Rental, RentalStatus
+from smsrent.domain.models import Message, Rental
 from smsrent.observe.tracing import traced_write
+from smsrent.service.ledger import (
+    DAY,
+    STALE_AFTER,
+    UNSETTLED,
+    Charge,
+    Handover,
+    LedgerUnusable,
+    Purchase,
+    PurchaseKind,
+    PurchaseState,
+    Refusal,
+    RentalRecord,
+    StoredMessage,
+    charge,
+    committed_sum,
+    in_arrival_order,
+    is_orphan,
+    merge,
+    no_check,
+    purchase_from_row,
+)
 
 T = TypeVar("T")
-DAY = 86400.0
-HEARTBEAT_EVERY = 5.0  # seconds between a process's heartbeats
-STALE_AFTER = 30.0  # a process whose heartbeat is older than this is gone (crashed, or its machine did)
 LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
 HOST = socket.gethostname()
 _OPEN: set[str] = set()  # tokens of the ledgers open in this process (a pid alone does not tell them apart)
-DEFAULT_AGENT = "owner"  # the agent (the owner) of every purchase, rental and refusal until agents exist
-
-PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
-PurchaseKind = Literal["rent", "extend", "renew"]
-UNSETTLED: tuple[PurchaseState, ...] = ("reserved", "uncertain")
 
 # Each entry moves the schema one version up; `PRAGMA user_version` records how far a file has come.
 MIGRATIONS = (
@@ -123,86 +134,7 @@ MIGRATIONS = (
 )
 
 
-class LedgerUnusable(Exception):
-    """The ledger file cannot be used safely (the server refuses to start)."""
-
-
-@dataclass(frozen=True)
-class Purchase:
-    purchase_id: int
-    provider: str
-    kind: PurchaseKind
-    plan_id: str | None
-    rental_id: str | None  # the rental it produced (an extension or a renewal: its source), once known
-    max_price: Decimal
-    price: Decimal | None
-    state: PurchaseState
-    balance_before: Decimal | None
-    note: str | None
-    created_at: float
-    source_rental_id: str | None  # the rental it extends, renews or re-rents
-    verified: bool  # False: bought by what the balance showed, counted at max_price until its rental is found
-    owner: str | None = None  # the process whose purchase call is handling it, while it runs
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    message: Message
-    stored_at: float
-    returned: bool
-
-
-@dataclass(frozen=True)
-class Charge:
-    """A purchase as the figures count it: what it charged (`bought` only) and what was refunded of it."""
-
-    provider: str
-    kind: PurchaseKind
-    state: PurchaseState
-    charged: Decimal
-    refunded: Decimal
-    created_at: float
-    agent: str = DEFAULT_AGENT
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A purchase the money guard refused before anything was sent; `provider` is None when none was chosen yet."""
-
-    provider: str | None
-    amount: Decimal
-    note: str
-    created_at: float
-    agent: str = DEFAULT_AGENT
-
-
-@dataclass(frozen=True)
-class RentalRecord:
-    """A rental with when the ledger first recorded it and how many messages it received."""
-
-    rental: Rental
-    recorded_at: float
-    messages: int
-    agent: str = DEFAULT_AGENT
-
-
-@dataclass(frozen=True)
-class Handover:
-    """A message `wait_for_code` returned: the provider's `received_at` and the moment the waiter got it."""
-
-    rental_id: str
-    received_at: datetime | None
-    returned_at: float
-    agent: str = DEFAULT_AGENT
-
-    @property
-    def delay(self) -> float:
-        """Seconds from the SMS's arrival at the provider to the waiter, clamped at zero (clocks differ)."""
-        arrived = self.returned_at if self.received_at is None else self.received_at.timestamp()
-        return max(0.0, self.returned_at - arrived)
-
-
-class Ledger:
+class SqliteLedger:
     """Async facade over one SQLite connection, registered as one process of the ledger (`owner`)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -213,7 +145,7 @@ class Ledger:
         _OPEN.add(self.owner)
 
     @classmethod
-    async def open(cls, path: Path | str) -> Ledger:
+    async def open(cls, path: Path | str) -> SqliteLedger:
         """Open (creating and migrating as needed) the ledger at `path`; `":memory:"` for a throwaway one."""
         ledger = cls(await anyio.to_thread.run_sync(_connect, str(path)))
         await ledger.beat()
@@ -235,10 +167,13 @@ class Ledger:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
-    @traced_write
+    @traced_write("sqlite")
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in one immediate transaction (committed, or rolled back if it or the commit raises)."""
         return await self._run(lambda: _transaction(self._db, fn))
+
+    async def now(self) -> float:
+        return time.time()
 
     # -- Processes and locks ------------------------------------------------------------------------
 
@@ -258,7 +193,7 @@ class Ledger:
     @asynccontextmanager
     async def lock(self, name: str) -> AsyncIterator[None]:
         """Hold the ledger lock `name`: one holder at a time among this process's tasks and every process on
-        this ledger. A lock whose holder is gone is taken over (a later ledger may use advisory locks)."""
+        this ledger. A lock whose holder is gone is taken over."""
         local = self._locks.setdefault(name, anyio.Lock())
         async with local:
             try:
@@ -288,11 +223,9 @@ class Ledger:
         )
 
     async def recover_orphans(self, busy: Collection[int], note: str) -> int:
-        """Take over the unsettled purchases no live process is handling: each becomes uncertain (a reserved one
-        with `note`) without an owner, for reconciliation to settle. This process's own purchases are handled
-        while reserved (`busy` lists them only once `reserve` has returned) or in `busy`; an uncertain one
-        outside it kept its owner through a failed `release`. Forgets the processes that are gone. Returns how
-        many purchases were taken over."""
+        """Take over the unsettled purchases no live process is handling (`is_orphan`): each becomes uncertain (a
+        reserved one with `note`) without an owner, for reconciliation to settle. Forgets the processes that are
+        gone. Returns how many purchases were taken over."""
 
         def recover(db: sqlite3.Connection) -> int:
             live = _live(db, time.time())
@@ -301,13 +234,7 @@ class Ledger:
             ).fetchall()
             taken = 0
             for purchase_id, state, owner in rows:
-                if owner is None:
-                    orphan = state == "reserved"
-                elif owner == self.owner:
-                    orphan = state == "uncertain" and purchase_id not in busy
-                else:
-                    orphan = owner not in live
-                if orphan:
+                if is_orphan(purchase_id, state, owner, me=self.owner, busy=busy, live=live):
                     taken += 1
                     db.execute(
                         "UPDATE purchases SET owner = NULL, state = 'uncertain', note = CASE WHEN state = 'reserved'"
@@ -343,7 +270,7 @@ class Ledger:
         def save(db: sqlite3.Connection) -> Rental:
             now = time.time()
             row = db.execute("SELECT data FROM rentals WHERE rental_id = ?", (rental.rental_id,)).fetchone()
-            merged = _merge(Rental.model_validate_json(row[0]), rental) if row else rental
+            merged = merge(Rental.model_validate_json(row[0]), rental) if row else rental
             db.execute(
                 "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rental_id) DO UPDATE SET"
@@ -392,9 +319,7 @@ class Ledger:
 
         def add(db: sqlite3.Connection) -> list[Message]:
             now, new = time.time(), []
-            first_seen = datetime.fromtimestamp(now, UTC)  # for a message the provider gave no time
-            timed = [m if m.received_at else m.model_copy(update={"received_at": first_seen}) for m in messages]
-            for message in sorted(timed, key=lambda m: m.received_at or first_seen):
+            for message in in_arrival_order(messages, now):
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO messages (message_id, rental_id, data, stored_at) VALUES (?, ?, ?, ?)",
                     (message.message_id, message.rental_id, message.model_dump_json(), now),
@@ -455,7 +380,7 @@ class Ledger:
         amount: Decimal,
         plan_id: str | None = None,
         source_rental_id: str | None = None,
-        check: Callable[[Decimal, int], None] = lambda _committed, _uncertain: None,
+        check: Callable[[Decimal, int], None] = no_check,
     ) -> int:
         """Record a purchase intent reserving `amount`, handled by this process, atomically with
         `check(committed_24h, uncertain_here)`, which may refuse it (uncertain_here: this provider's purchases
@@ -539,7 +464,7 @@ class Ledger:
                 " AND (? IS NULL OR provider = ?) ORDER BY purchase_id",
                 (provider, provider),
             ).fetchall()
-            return [_purchase(row) for row in rows]
+            return [purchase_from_row(row) for row in rows]
 
         return await self._run(read)
 
@@ -547,14 +472,14 @@ class Ledger:
         def read() -> Purchase | None:
             query = f"SELECT {_PURCHASE_COLUMNS} FROM purchases WHERE purchase_id = ?"
             row = self._db.execute(query, (purchase_id,)).fetchone()
-            return _purchase(row) if row else None
+            return purchase_from_row(row) if row else None
 
         return await self._run(read)
 
     async def purchases(self) -> list[Purchase]:
         def read() -> list[Purchase]:
             rows = self._db.execute(f"SELECT {_PURCHASE_COLUMNS} FROM purchases ORDER BY purchase_id").fetchall()
-            return [_purchase(row) for row in rows]
+            return [purchase_from_row(row) for row in rows]
 
         return await self._run(read)
 
@@ -583,17 +508,7 @@ class Ledger:
                 " WHERE created_at >= ? ORDER BY purchase_id",
                 (since,),
             ).fetchall()
-            return [
-                Charge(
-                    provider=provider,
-                    kind=kind,
-                    state=state,
-                    charged=Decimal(price or max_price) if state == "bought" else Decimal(0),
-                    refunded=Decimal(refunded or 0),
-                    created_at=created,
-                )
-                for provider, kind, state, max_price, price, refunded, created in rows
-            ]
+            return [charge(*row) for row in rows]
 
         return await self._run(read)
 
@@ -639,66 +554,13 @@ _PURCHASE_COLUMNS = (
 )
 
 
-def _purchase(row: tuple[object, ...]) -> Purchase:
-    (
-        pid,
-        provider,
-        kind,
-        plan_id,
-        rental_id,
-        max_price,
-        price,
-        state,
-        before,
-        note,
-        created,
-        source,
-        verified,
-        owner,
-    ) = row
-    return Purchase(
-        purchase_id=int(str(pid)),
-        provider=str(provider),
-        kind=cast(PurchaseKind, kind),
-        plan_id=None if plan_id is None else str(plan_id),
-        rental_id=None if rental_id is None else str(rental_id),
-        max_price=Decimal(str(max_price)),
-        price=None if price is None else Decimal(str(price)),
-        state=cast(PurchaseState, state),
-        balance_before=None if before is None else Decimal(str(before)),
-        note=None if note is None else str(note),
-        created_at=float(str(created)),
-        source_rental_id=None if source is None else str(source),
-        verified=bool(verified),
-        owner=None if owner is None else str(owner),
-    )
-
-
 def _committed(db: sqlite3.Connection, now: float) -> Decimal:
     rows = db.execute(
         "SELECT state, max_price, price, refunded FROM purchases WHERE created_at >= ? AND state IN"
         " ('reserved', 'uncertain', 'bought')",
         (now - DAY,),
     ).fetchall()
-    total = Decimal(0)
-    for state, max_price, price, refunded in rows:
-        if state == "bought":
-            total += Decimal(price or max_price) - Decimal(refunded or 0)
-        else:
-            total += Decimal(max_price)
-    return total
-
-
-def _merge(known: Rental, update: Rental) -> Rental:
-    """Fields the new answer carries win, except that an answer without a status keeps the known one,
-    and a refund or cancellation we recorded is not replaced by the provider's generic "finished"."""
-    fields = {name: value for name in Rental.model_fields if (value := getattr(update, name)) is not None}
-    keep_status = (update.status is RentalStatus.UNKNOWN and update.provider_status is None) or (
-        known.status in (RentalStatus.REFUNDED, RentalStatus.CANCELLED) and update.status is RentalStatus.COMPLETED
-    )
-    if keep_status:
-        fields.pop("status")
-    return known.model_copy(update=fields)
+    return committed_sum(rows)
 
 
 def _transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

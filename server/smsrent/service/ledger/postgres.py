@@ -1,0 +1,584 @@
+"""The PostgreSQL ledger: one database shared by any number of server replicas on any number of machines
+(SMSRENT_DATABASE_URL). Imported only when a database URL is configured (it needs `smsrent[postgres]`).
+
+What must hold across replicas is held by the database, never by a replica:
+- a reservation takes a transaction-scoped advisory lock (`pg_advisory_xact_lock`) around "count this provider's
+  uncertain purchases, sum the 24 h committed spend, check, insert", so the daily budget and an uncertain
+  purchase's block hold for every replica at once;
+- `lock(name)` is a session advisory lock held on a connection of its own for as long as the lock is held (the
+  lock dies with the connection, so with a killed replica);
+- a process is alive while its heartbeat (on the database clock) is fresh *and* its presence lock, a session
+  advisory lock on a connection it keeps open, shows in `pg_locks`. A killed replica's connection closes at once,
+  so what it left mid-purchase is taken over within a heartbeat; a machine that vanished without closing its
+  connections is judged by its heartbeat (its locks may linger until TCP gives up). After a database restart no
+  presence lock exists until each replica's next beat takes its own again: a heartbeat older than the server's
+  start is judged by itself.
+- a message is stored once (`ON CONFLICT DO NOTHING` on its id), and the `wait_for_code` cursor is claimed in one
+  `UPDATE ... RETURNING` on the oldest unreturned message (`FOR UPDATE SKIP LOCKED`), so no two claims anywhere
+  return the same message.
+Every stored time is the database's `clock_timestamp()`; `now()` reads that clock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from typing import TypeVar
+
+import anyio
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+from pydantic import SecretStr
+
+from smsrent.domain.models import Message, Rental
+from smsrent.observe.tracing import traced_write
+from smsrent.service.ledger import (
+    DAY,
+    STALE_AFTER,
+    UNSETTLED,
+    Charge,
+    Handover,
+    LedgerUnusable,
+    Purchase,
+    PurchaseKind,
+    PurchaseState,
+    Refusal,
+    RentalRecord,
+    StoredMessage,
+    charge,
+    committed_sum,
+    in_arrival_order,
+    is_orphan,
+    merge,
+    no_check,
+    purchase_from_row,
+)
+from smsrent.service.ledger.postgres_migrations import MIGRATIONS, VERSIONS_TABLE
+
+T = TypeVar("T")
+Connection = psycopg.AsyncConnection[TupleRow]
+
+CONNECT_TIMEOUT = 5  # seconds to reach the database before a start fails
+POOL_SIZE = 8  # connections per replica for reads and writes (locks and presence have their own)
+LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
+HOST = socket.gethostname()
+
+_PURCHASE_COLUMNS = (
+    "purchase_id, provider, kind, plan_id, rental_id, max_price, price, state, balance_before, note,"
+    " extract(epoch FROM created_at)::float8, source_rental_id, verified, owner"
+)
+# A process's presence lock shows in pg_locks as two 32-bit halves of its bigint key (objsubid 1).
+_LIVE = """
+SELECT token FROM processes p
+ WHERE p.heartbeat_at > clock_timestamp() - make_interval(secs => %s)
+   AND (p.heartbeat_at < pg_postmaster_start_time() OR EXISTS (
+        SELECT 1 FROM pg_locks l
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND l.classid::bigint = (p.presence_key >> 32) & 4294967295
+           AND l.objid::bigint = p.presence_key & 4294967295))
+"""
+
+
+def advisory_key(name: str) -> int:
+    """The 64-bit advisory lock key of a ledger lock name (namespaced, so other applications' keys do not meet
+    ours; two of our names meeting would take 2^64 names)."""
+    digest = hashlib.blake2b(f"smsrent:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+BUDGET_KEY = advisory_key("budget")
+MIGRATE_KEY = advisory_key("migrate")
+
+
+def describe(database_url: SecretStr) -> str:
+    """The database as errors and logs may name it: its name, host and port, never the user or password."""
+    try:
+        params = conninfo_to_dict(database_url.get_secret_value())
+    except psycopg.ProgrammingError:
+        return "database (unreadable SMSRENT_DATABASE_URL)"
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"database {params.get('dbname') or '(default)'} on {host}:{params.get('port') or 5432}"
+
+
+def _reason(err: Exception, database_url: SecretStr) -> str:
+    """psycopg's error as one line, without the password should the driver ever echo it."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    password = conninfo_to_dict(database_url.get_secret_value()).get("password")
+    return text.replace(str(password), "***") if password else text
+
+
+async def _connect(database_url: SecretStr, owner: str | None = None) -> Connection:
+    """A connection of its own (autocommit), or LedgerUnusable in one line naming the database, never the password.
+    `owner`: the process it serves, in `pg_stat_activity.application_name`."""
+    try:
+        return await psycopg.AsyncConnection.connect(
+            database_url.get_secret_value(),
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name=_application(owner),
+        )
+    except psycopg.Error as err:
+        raise LedgerUnusable(
+            f"cannot connect to the PostgreSQL ledger ({describe(database_url)}): {_reason(err, database_url)}"
+        ) from err
+
+
+def _application(owner: str | None) -> str:
+    return "smsrent" if owner is None else f"smsrent {owner}"
+
+
+async def schema_version(conn: Connection) -> int:
+    cur = await conn.execute("SELECT to_regclass('smsrent_schema') IS NOT NULL")
+    if not (await cur.fetchone() or (False,))[0]:
+        return 0
+    cur = await conn.execute("SELECT COALESCE(max(version), 0) FROM smsrent_schema")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def check(database_url: SecretStr) -> int:
+    """The database's schema version, once it is known to be reachable and recent enough for this release;
+    LedgerUnusable in one line otherwise."""
+    conn = await _connect(database_url)
+    try:
+        version = await schema_version(conn)
+    finally:
+        await conn.close()
+    if version < len(MIGRATIONS):
+        raise LedgerUnusable(
+            f"the PostgreSQL ledger ({describe(database_url)}) is at schema version {version} and this smsrent needs"
+            f" {len(MIGRATIONS)}: run `smsrent-mcp migrate` with the same SMSRENT_DATABASE_URL, then start again."
+        )
+    return version
+
+
+async def migrate(database_url: SecretStr) -> tuple[int, int]:
+    """Apply the migrations the database lacks, in one transaction (two at once: one waits, the other finds
+    nothing to do). Returns the schema version before and after."""
+    conn = await _connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_KEY,))
+            await conn.execute(VERSIONS_TABLE)
+            before = await schema_version(conn)
+            for version, migration in enumerate(MIGRATIONS[before:], start=before + 1):
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO smsrent_schema (version, description) VALUES (%s, %s)",
+                    (version, migration.description),
+                )
+    except psycopg.Error as err:
+        why = f"({describe(database_url)}): {_reason(err, database_url)}"
+        raise LedgerUnusable(f"could not migrate the PostgreSQL ledger {why}") from err
+    finally:
+        await conn.close()
+    return before, max(before, len(MIGRATIONS))
+
+
+class PostgresLedger:
+    """The ledger in a PostgreSQL database, registered as one process of it (`owner`)."""
+
+    def __init__(self, database_url: SecretStr) -> None:
+        self.owner = secrets.token_hex(8)
+        self._url = database_url
+        self._pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
+            database_url.get_secret_value(),
+            min_size=1,
+            max_size=POOL_SIZE,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": CONNECT_TIMEOUT,
+                "application_name": _application(self.owner),
+            },
+            name="smsrent-ledger",
+            open=False,
+        )
+        self._presence: Connection | None = None
+        self._presence_key = advisory_key(f"process:{self.owner}")
+        self._locks: dict[str, anyio.Lock] = {}
+
+    @classmethod
+    async def open(cls, database_url: SecretStr) -> PostgresLedger:
+        """Open the ledger in the database at `database_url`, whose schema must be this release's or newer."""
+        await check(database_url)
+        ledger = cls(database_url)
+        try:
+            await ledger._pool.open(wait=True, timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as err:
+            await ledger._pool.close()
+            where = describe(database_url)
+            raise LedgerUnusable(f"cannot open connections to the PostgreSQL ledger ({where})") from err
+        try:
+            await ledger.beat()
+        except BaseException:
+            await ledger._shut()
+            raise
+        return ledger
+
+    async def close(self) -> None:
+        """Unregister this process (what it still held is taken over by the others) and close its connections."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._write(lambda conn: conn.execute("DELETE FROM processes WHERE token = %s", (self.owner,)))
+            finally:
+                await self._shut()
+
+    async def _shut(self) -> None:
+        if self._presence is not None:
+            await self._presence.close()
+        await self._pool.close()
+
+    @traced_write("postgresql")
+    async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run `fn` in one transaction (committed, or rolled back if it raises)."""
+        async with self._pool.connection() as conn, conn.transaction():
+            return await fn(conn)
+
+    async def _rows(self, query: str, params: Sequence[object] = ()) -> list[TupleRow]:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(query, params)
+            return await cur.fetchall()
+
+    async def now(self) -> float:
+        (row,) = await self._rows("SELECT extract(epoch FROM clock_timestamp())::float8")
+        return float(row[0])
+
+    # -- Processes and locks ------------------------------------------------------------------------
+
+    async def beat(self) -> None:
+        """Hold this process's presence lock (on a new connection if the last one was lost, say by a database
+        restart), then its heartbeat: a heartbeat newer than the server's start always comes with the lock."""
+        if self._presence is not None:
+            try:
+                await self._take_presence(self._presence)
+            except psycopg.Error:
+                await self._presence.close()
+                self._presence = None
+        if self._presence is None:
+            self._presence = await _connect(self._url, self.owner)
+            await self._take_presence(self._presence)
+
+        async def beat(conn: Connection) -> None:
+            await conn.execute(
+                "INSERT INTO processes (token, host, pid, presence_key, started_at, heartbeat_at)"
+                " VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp())"
+                " ON CONFLICT (token) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                (self.owner, HOST, os.getpid(), self._presence_key),
+            )
+
+        await self._write(beat)
+
+    async def _take_presence(self, conn: Connection) -> None:
+        """Take (or, held already, take once more: it stacks harmlessly) this process's presence lock."""
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._presence_key,))
+        row = await cur.fetchone()
+        if not (row and row[0]):
+            raise LedgerUnusable("another session holds this process's presence lock (a token collision)")
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """Hold the ledger lock `name`: a session advisory lock on a connection of its own, closed (so released)
+        when done or when this process dies. This process's tasks queue for it locally first, so one connection
+        per name waits, trying every LOCK_POLL seconds (a blocking `pg_advisory_lock` would leave its session
+        waiting, and then holding the lock, after its task was cancelled)."""
+        local = self._locks.setdefault(name, anyio.Lock())
+        async with local:
+            try:
+                conn = await _connect(self._url, self.owner)
+                try:
+                    while True:
+                        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(name),))
+                        row = await cur.fetchone()
+                        if row and row[0]:
+                            break
+                        await anyio.sleep(LOCK_POLL)
+                    yield
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
+            finally:
+                if not local.statistics().tasks_waiting:
+                    self._locks.pop(name, None)
+
+    async def release(self, purchase_id: int) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE purchases SET owner = NULL WHERE purchase_id = %s AND owner = %s", (purchase_id, self.owner)
+            )
+        )
+
+    async def recover_orphans(self, busy: Collection[int], note: str) -> int:
+        async def recover(conn: Connection) -> int:
+            live = {row[0] for row in await (await conn.execute(_LIVE, (STALE_AFTER,))).fetchall()}
+            cur = await conn.execute(
+                "SELECT purchase_id, state, owner FROM purchases WHERE state IN ('reserved', 'uncertain')"
+                " ORDER BY purchase_id FOR UPDATE"
+            )
+            orphans = [
+                purchase_id
+                for purchase_id, state, owner in await cur.fetchall()
+                if is_orphan(purchase_id, state, owner, me=self.owner, busy=busy, live=live)
+            ]
+            if orphans:
+                await conn.execute(
+                    "UPDATE purchases SET owner = NULL, state = 'uncertain', note = CASE WHEN state = 'reserved'"
+                    " THEN %s ELSE note END WHERE purchase_id = ANY(%s)",
+                    (note, orphans),
+                )
+            await conn.execute("DELETE FROM processes WHERE token <> ALL(%s)", (list(live),))
+            return len(orphans)
+
+        return await self._write(recover)
+
+    async def in_other_hands(self, provider: str) -> bool:
+        rows = await self._rows(
+            "SELECT 1 FROM purchases WHERE provider = %s AND state IN ('reserved', 'uncertain')"
+            " AND owner IS NOT NULL AND owner <> %s LIMIT 1",
+            (provider, self.owner),
+        )
+        return bool(rows)
+
+    # -- Rentals ------------------------------------------------------------------------------------
+
+    async def save_rental(self, rental: Rental) -> Rental:
+        async def save(conn: Connection) -> Rental:
+            cur = await conn.execute(
+                "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at)"
+                " VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp())"
+                " ON CONFLICT (rental_id) DO NOTHING RETURNING rental_id",
+                (rental.rental_id, rental.provider, rental.status, rental.model_dump_json()),
+            )
+            if await cur.fetchone():
+                return rental
+            cur = await conn.execute("SELECT data FROM rentals WHERE rental_id = %s FOR UPDATE", (rental.rental_id,))
+            (known,) = await cur.fetchall()
+            merged = merge(Rental.model_validate_json(known[0]), rental)
+            await conn.execute(
+                "UPDATE rentals SET status = %s, data = %s, updated_at = clock_timestamp() WHERE rental_id = %s",
+                (merged.status, merged.model_dump_json(), merged.rental_id),
+            )
+            return merged
+
+        return await self._write(save)
+
+    async def rental(self, rental_id: str) -> Rental | None:
+        rows = await self._rows("SELECT data FROM rentals WHERE rental_id = %s", (rental_id,))
+        return Rental.model_validate_json(rows[0][0]) if rows else None
+
+    async def rentals(self, *, active: bool | None = None, provider: str | None = None) -> list[Rental]:
+        rows = await self._rows(
+            "SELECT data FROM rentals WHERE %s::text IS NULL OR provider = %s ORDER BY recorded_at DESC",
+            (provider, provider),
+        )
+        found = [Rental.model_validate_json(row[0]) for row in rows]
+        return [r for r in found if active is None or active != r.status.ended]
+
+    async def rental_ids(self, *, provider: str, recorded_before: float) -> set[str]:
+        rows = await self._rows(
+            "SELECT rental_id FROM rentals WHERE provider = %s AND recorded_at < to_timestamp(%s)",
+            (provider, recorded_before),
+        )
+        return {row[0] for row in rows}
+
+    # -- Messages -----------------------------------------------------------------------------------
+
+    async def add_messages(self, messages: Sequence[Message]) -> list[Message]:
+        async def add(conn: Connection) -> list[Message]:
+            cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+            now = float((await cur.fetchall())[0][0])
+            new = []
+            for message in in_arrival_order(messages, now):
+                cur = await conn.execute(
+                    "INSERT INTO messages (message_id, rental_id, data, stored_at)"
+                    " VALUES (%s, %s, %s, to_timestamp(%s)) ON CONFLICT (message_id) DO NOTHING RETURNING seq",
+                    (message.message_id, message.rental_id, message.model_dump_json(), now),
+                )
+                if await cur.fetchone():
+                    new.append(message)
+            # Listeners on other replicas would hear of `new` here, in this transaction: NOTIFY is sent on commit.
+            return new
+
+        return await self._write(add) if messages else []
+
+    async def known_messages(self, message_ids: Sequence[str]) -> set[str]:
+        if not message_ids:
+            return set()
+        rows = await self._rows("SELECT message_id FROM messages WHERE message_id = ANY(%s)", (list(message_ids),))
+        return {row[0] for row in rows}
+
+    async def messages(self, rental_id: str) -> list[StoredMessage]:
+        rows = await self._rows(
+            "SELECT data, extract(epoch FROM stored_at)::float8, returned_at IS NOT NULL FROM messages"
+            " WHERE rental_id = %s ORDER BY seq",
+            (rental_id,),
+        )
+        return [StoredMessage(Message.model_validate_json(data), stored, returned) for data, stored, returned in rows]
+
+    async def recent_messages(self, limit: int = 20) -> list[Message]:
+        rows = await self._rows("SELECT data FROM messages ORDER BY seq DESC LIMIT %s", (limit,))
+        return [Message.model_validate_json(row[0]) for row in rows]
+
+    async def claim_next(self, rental_id: str, *, at: float | None = None) -> Message | None:
+        async def claim(conn: Connection) -> Message | None:
+            cur = await conn.execute(
+                "UPDATE messages SET returned_at = COALESCE(to_timestamp(%s::float8), clock_timestamp())"
+                " WHERE seq = (SELECT seq FROM messages WHERE rental_id = %s AND returned_at IS NULL"
+                " ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING data",
+                (at, rental_id),
+            )
+            row = await cur.fetchone()
+            return Message.model_validate_json(row[0]) if row else None
+
+        return await self._write(claim)
+
+    # -- Purchases ----------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        *,
+        provider: str,
+        kind: PurchaseKind,
+        amount: Decimal,
+        plan_id: str | None = None,
+        source_rental_id: str | None = None,
+        check: Callable[[Decimal, int], None] = no_check,
+    ) -> int:
+        async def insert(conn: Connection) -> int:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_KEY,))  # every replica's reservations
+            cur = await conn.execute(
+                "SELECT count(*) FROM purchases WHERE provider = %s AND state = 'uncertain'", (provider,)
+            )
+            (uncertain,) = (await cur.fetchall())[0]
+            check(await _committed(conn), int(uncertain))
+            cur = await conn.execute(
+                "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at, owner)"
+                " VALUES (%s, %s, %s, %s, %s, 'reserved', clock_timestamp(), %s) RETURNING purchase_id",
+                (provider, kind, plan_id, source_rental_id, amount, self.owner),
+            )
+            return int((await cur.fetchall())[0][0])
+
+        return await self._write(insert)
+
+    async def note_balance_before(self, purchase_id: int, balance: Decimal) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE purchases SET balance_before = %s WHERE purchase_id = %s", (balance, purchase_id)
+            )
+        )
+
+    async def settle(
+        self,
+        purchase_id: int,
+        state: PurchaseState,
+        *,
+        price: Decimal | None = None,
+        rental_id: str | None = None,
+        note: str | None = None,
+        verified: bool = True,
+    ) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE purchases SET state = %s, price = COALESCE(%s::numeric, price),"
+                " rental_id = COALESCE(%s::text, rental_id), note = COALESCE(%s::text, note), verified = %s,"
+                " settled_at = CASE WHEN %s THEN NULL ELSE clock_timestamp() END WHERE purchase_id = %s",
+                (state, price, rental_id, note, verified, state in UNSETTLED, purchase_id),
+            )
+        )
+
+    async def note_refund(self, rental_id: str, amount: Decimal) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "UPDATE purchases SET refunded = LEAST(%s::numeric, COALESCE(price, max_price))"
+                " WHERE purchase_id = (SELECT max(purchase_id) FROM purchases WHERE rental_id = %s AND kind = 'rent'"
+                " AND state = 'bought')",
+                (amount, rental_id),
+            )
+        )
+
+    async def bought_rental_ids(self, provider: str) -> set[str]:
+        rows = await self._rows(
+            "SELECT rental_id FROM purchases WHERE provider = %s AND state = 'bought' AND rental_id IS NOT NULL",
+            (provider,),
+        )
+        return {row[0] for row in rows}
+
+    async def unsettled(self, provider: str | None = None) -> list[Purchase]:
+        rows = await self._rows(
+            f"SELECT {_PURCHASE_COLUMNS} FROM purchases WHERE state IN ('reserved', 'uncertain')"
+            " AND (%s::text IS NULL OR provider = %s) ORDER BY purchase_id",
+            (provider, provider),
+        )
+        return [purchase_from_row(row) for row in rows]
+
+    async def purchase(self, purchase_id: int) -> Purchase | None:
+        rows = await self._rows(f"SELECT {_PURCHASE_COLUMNS} FROM purchases WHERE purchase_id = %s", (purchase_id,))
+        return purchase_from_row(rows[0]) if rows else None
+
+    async def purchases(self) -> list[Purchase]:
+        rows = await self._rows(f"SELECT {_PURCHASE_COLUMNS} FROM purchases ORDER BY purchase_id")
+        return [purchase_from_row(row) for row in rows]
+
+    async def committed(self) -> Decimal:
+        async with self._pool.connection() as conn:
+            return await _committed(conn)
+
+    # -- Figures (metrics, report, dashboard) ---------------------------------------------------------
+
+    async def note_refusal(self, *, provider: str | None, amount: Decimal, note: str) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO refusals (provider, amount, note, created_at) VALUES (%s, %s, %s, clock_timestamp())",
+                (provider, amount, note),
+            )
+        )
+
+    async def charges(self, since: float = 0.0) -> list[Charge]:
+        rows = await self._rows(
+            "SELECT provider, kind, state, max_price, price, refunded, extract(epoch FROM created_at)::float8"
+            " FROM purchases WHERE created_at >= to_timestamp(%s) ORDER BY purchase_id",
+            (since,),
+        )
+        return [charge(*row) for row in rows]
+
+    async def refusals(self, since: float = 0.0) -> list[Refusal]:
+        rows = await self._rows(
+            "SELECT provider, amount, note, extract(epoch FROM created_at)::float8 FROM refusals"
+            " WHERE created_at >= to_timestamp(%s) ORDER BY refusal_id",
+            (since,),
+        )
+        return [Refusal(provider, amount, note, created) for provider, amount, note, created in rows]
+
+    async def rental_records(self, since: float = 0.0) -> list[RentalRecord]:
+        rows = await self._rows(
+            "SELECT r.data, extract(epoch FROM r.recorded_at)::float8,"
+            " (SELECT count(*) FROM messages m WHERE m.rental_id = r.rental_id)"
+            " FROM rentals r WHERE r.recorded_at >= to_timestamp(%s) ORDER BY r.recorded_at",
+            (since,),
+        )
+        return [RentalRecord(Rental.model_validate_json(data), at, count) for data, at, count in rows]
+
+    async def handovers(self, since: float = 0.0) -> list[Handover]:
+        rows = await self._rows(
+            "SELECT data, extract(epoch FROM returned_at)::float8 FROM messages"
+            " WHERE returned_at >= to_timestamp(%s) ORDER BY returned_at, seq",
+            (since,),
+        )
+        handed = [(Message.model_validate_json(data), at) for data, at in rows]
+        return [Handover(m.rental_id, m.received_at, at) for m, at in handed]
+
+
+async def _committed(conn: Connection) -> Decimal:
+    cur = await conn.execute(
+        "SELECT state, max_price, price, refunded FROM purchases WHERE created_at >= clock_timestamp()"
+        " - make_interval(secs => %s) AND state IN ('reserved', 'uncertain', 'bought')",
+        (DAY,),
+    )
+    return committed_sum(await cur.fetchall())

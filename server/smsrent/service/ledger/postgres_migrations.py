@@ -1,0 +1,97 @@
+"""The PostgreSQL ledger's schema, one migration per version; `smsrent-mcp migrate` applies those a database
+lacks and records each in `smsrent_schema`. A replica never migrates by itself: it refuses to start on an older
+schema (naming `smsrent-mcp migrate`) and starts on a newer one.
+
+The rule every migration follows, so that replicas can be upgraded one at a time: the schema it leaves must
+still serve the previous release. Add tables, nullable columns, columns with defaults and indexes (`CREATE INDEX
+CONCURRENTLY` cannot run in the migration's transaction: give it a migration of its own outside one if a table
+is large); never drop, rename or retype what the previous release reads or writes, and never add a constraint
+its writes would break. Removing something takes two releases: stop using it, then drop it.
+
+Money is NUMERIC (exact); every time is a `timestamptz` from the database's clock (`clock_timestamp()`), never
+a replica's, so that budget windows, settle windows and heartbeats agree across machines. Rentals and messages
+are stored as the JSON the domain models write (as text: `jsonb` refuses the `\\u0000` an SMS may carry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    description: str
+    sql: str
+
+
+VERSIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS smsrent_schema (
+    version integer PRIMARY KEY,
+    description text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "rentals, messages and their cursor, purchases, processes, refusals",
+        """
+        CREATE TABLE rentals (
+            rental_id text PRIMARY KEY,
+            provider text NOT NULL,
+            status text NOT NULL,
+            data text NOT NULL,
+            recorded_at timestamptz NOT NULL,
+            updated_at timestamptz NOT NULL
+        );
+        CREATE INDEX rentals_by_time ON rentals (recorded_at);
+        CREATE TABLE messages (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            message_id text NOT NULL UNIQUE,
+            rental_id text NOT NULL,
+            data text NOT NULL,
+            stored_at timestamptz NOT NULL,
+            returned_at timestamptz
+        );
+        CREATE INDEX messages_by_rental ON messages (rental_id, seq);
+        CREATE INDEX messages_by_return ON messages (returned_at);
+        CREATE TABLE purchases (
+            purchase_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            provider text NOT NULL,
+            kind text NOT NULL,
+            plan_id text,
+            rental_id text,
+            source_rental_id text,
+            max_price numeric NOT NULL,
+            price numeric,
+            refunded numeric,
+            state text NOT NULL,
+            verified boolean NOT NULL DEFAULT true,
+            balance_before numeric,
+            note text,
+            owner text,
+            created_at timestamptz NOT NULL,
+            settled_at timestamptz
+        );
+        CREATE INDEX purchases_by_time ON purchases (created_at);
+        CREATE INDEX purchases_by_rental ON purchases (rental_id);
+        CREATE INDEX purchases_unsettled ON purchases (provider) WHERE state IN ('reserved', 'uncertain');
+        CREATE TABLE processes (
+            token text PRIMARY KEY,
+            host text NOT NULL,
+            pid integer NOT NULL,
+            presence_key bigint NOT NULL,
+            started_at timestamptz NOT NULL,
+            heartbeat_at timestamptz NOT NULL
+        );
+        CREATE TABLE refusals (
+            refusal_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            provider text,
+            amount numeric NOT NULL,
+            note text NOT NULL,
+            created_at timestamptz NOT NULL
+        );
+        CREATE INDEX refusals_by_time ON refusals (created_at);
+        """,
+    ),
+)
