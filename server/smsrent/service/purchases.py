@@ -5,7 +5,7 @@ purchase whose outcome is unknown is never retried: it stays counted as spent an
 provider until `reconcile` finds out what happened, from what the provider declares can prove it (`settlement`):
 its rent listing, or its balance, which proves a charge but never its absence, nor its amount (a purchase settled
 from the balance is bought, unverified, and counted at its max price until its rental is found). Where nothing can
-prove it, it stays uncertain. What this needs of the ledger is `PurchaseLedger`.
+prove it, it stays uncertain.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal
 
 import anyio
 
@@ -29,7 +29,7 @@ from smsrent.domain.models import Receipt, Rental, format_money
 from smsrent.providers.base import Provider, RentListing
 from smsrent.service.accounts import Accounts
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import DAY, HEARTBEAT_EVERY, STALE_AFTER, Purchase, PurchaseKind, PurchaseState
+from smsrent.service.ledger import DAY, HEARTBEAT_EVERY, STALE_AFTER, Ledger, Purchase, PurchaseKind
 
 log = logging.getLogger("smsrent.purchases")
 
@@ -44,68 +44,13 @@ class Outcome:
     note: str | None = None
 
 
-class PurchaseLedger(Protocol):
-    """What the purchase protocol needs of the ledger: purchases and their locks, process liveness, and rentals."""
-
-    @property
-    def owner(self) -> str: ...
-
-    def lock(self, name: str) -> AbstractAsyncContextManager[None]: ...
-
-    async def beat(self) -> None: ...
-
-    async def reserve(
-        self,
-        *,
-        provider: str,
-        kind: PurchaseKind,
-        amount: Decimal,
-        plan_id: str | None = None,
-        source_rental_id: str | None = None,
-        check: Callable[[Decimal, int], None] = ...,
-    ) -> int: ...
-
-    async def note_balance_before(self, purchase_id: int, balance: Decimal) -> None: ...
-
-    async def settle(
-        self,
-        purchase_id: int,
-        state: PurchaseState,
-        *,
-        price: Decimal | None = None,
-        rental_id: str | None = None,
-        note: str | None = None,
-        verified: bool = True,
-    ) -> None: ...
-
-    async def release(self, purchase_id: int) -> None: ...
-
-    async def recover_orphans(self, busy: Collection[int], note: str) -> int: ...
-
-    async def in_other_hands(self, provider: str) -> bool: ...
-
-    async def unsettled(self, provider: str | None = None) -> list[Purchase]: ...
-
-    async def purchase(self, purchase_id: int) -> Purchase | None: ...
-
-    async def purchases(self) -> list[Purchase]: ...
-
-    async def bought_rental_ids(self, provider: str) -> set[str]: ...
-
-    async def rental_ids(self, *, provider: str, recorded_before: float) -> set[str]: ...
-
-    async def save_rental(self, rental: Rental) -> Rental: ...
-
-    async def note_refusal(self, *, provider: str | None, amount: Decimal, note: str) -> None: ...
-
-
 class Purchases:
     """Purchases on the configured providers, under the money guard, recorded in the ledger."""
 
     def __init__(
         self,
         accounts: Accounts,
-        ledger: PurchaseLedger,
+        ledger: Ledger,
         guard: MoneyGuard,
         *,
         record: Callable[[Receipt], Awaitable[Rental]],
@@ -362,7 +307,7 @@ class Purchases:
         False if the provider's answer does not decide it yet."""
         pid = purchase.purchase_id
         # Not seeing it yet is no proof: a provider may finish a purchase after the answer was lost.
-        window_passed = time.time() - purchase.created_at >= self.settle_after
+        window_passed = await self.ledger.now() - purchase.created_at >= self.settle_after  # the ledger's clock
         how = settlement(provider, purchase.kind, purchase.plan_id)
         if how == "none":
             return False  # nothing can prove it: it stays uncertain, counted as spent
