@@ -288,7 +288,7 @@ async def test_spend_older_than_24_hours_no_longer_counts(ledger: Ledger, store:
     # The reservation check sees the same window.
     seen: list[Decimal] = []
     await ledger.reserve(
-        provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda committed, _u: seen.append(committed)
+        provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda committed, _u, _a: seen.append(committed)
     )
     assert seen == [Decimal("1.00")]
 
@@ -299,7 +299,7 @@ async def test_reserve_check_sees_spend_and_this_providers_uncertain_purchases(l
     seen: list[tuple[Decimal, int, str]] = []
     for provider in ("gotsms", "getatext"):
 
-        def check(committed: Decimal, uncertain: int, provider: str = provider) -> None:
+        def check(committed: Decimal, uncertain: int, _by_agent: Decimal, provider: str = provider) -> None:
             seen.append((committed, uncertain, provider))
 
         await ledger.reserve(provider=provider, kind="rent", amount=Decimal("0.25"), check=check)
@@ -307,7 +307,7 @@ async def test_reserve_check_sees_spend_and_this_providers_uncertain_purchases(l
 
 
 async def test_refused_reservation_records_nothing(ledger: Ledger) -> None:
-    def refuse(_committed: Decimal, _uncertain: int) -> None:
+    def refuse(_committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
         raise BudgetExceeded("no")
 
     with pytest.raises(BudgetExceeded):
@@ -323,7 +323,7 @@ async def test_concurrent_reservations_never_overshoot_the_budget(ledger: Ledger
     made: list[int] = []
     refused: list[BudgetExceeded] = []
 
-    def check(committed: Decimal, _uncertain: int) -> None:
+    def check(committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
         if committed + amount > budget:
             raise BudgetExceeded(f"{committed} + {amount} > {budget}")
 
@@ -563,7 +563,7 @@ async def test_an_uncertain_purchase_of_one_process_is_seen_by_anothers_reservat
         await other.settle(pid, "uncertain", note="the answer was lost")
         seen: list[tuple[Decimal, int]] = []
         await ledger.reserve(
-            provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda c, u: seen.append((c, u))
+            provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda c, u, _a: seen.append((c, u))
         )
         assert seen == [(Decimal("2"), 1)]
     finally:

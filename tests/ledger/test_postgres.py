@@ -129,7 +129,7 @@ async def test_money_is_stored_as_numeric_and_sums_exactly(ledger: PostgresLedge
         " WHERE column_name IN ('max_price', 'price', 'refunded', 'balance_before', 'amount') ORDER BY 1, 2",
     )
     assert {data_type for _, _, data_type in types} == {"numeric"}
-    assert len(types) == 5
+    assert len(types) == 6  # the audit trail's amount too
 
 
 async def test_the_budget_window_runs_on_the_databases_clock_not_the_replicas(
@@ -142,7 +142,7 @@ async def test_the_budget_window_runs_on_the_databases_clock_not_the_replicas(
     monkeypatch.setattr(time, "time", lambda: real() + 2 * DAY)
     seen: list[Decimal] = []
     pid = await ledger.reserve(
-        provider="gotsms", kind="rent", amount=Decimal("1.00"), check=lambda c, _u: seen.append(c)
+        provider="gotsms", kind="rent", amount=Decimal("1.00"), check=lambda c, _u, _a: seen.append(c)
     )
     assert seen == [Decimal("2.00")]
     assert await ledger.committed() == Decimal("3.00")

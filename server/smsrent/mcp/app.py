@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from smsrent import __version__
 from smsrent.config import Settings
 from smsrent.mcp import resources, tools
-from smsrent.mcp.auth import Credentials, auth_settings
+from smsrent.mcp.auth import Credentials, auth_settings, caller_known
 from smsrent.mcp.logs import ClientLogs
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import Subscriptions
@@ -119,6 +119,7 @@ def create_app(
             rentals = Rentals(built.adapters, ledger, guard, settle_after=settings.settle_after)
             delivery = Delivery(rentals, supervisor=supervisor)
             rentals.observers.append(subscriptions.messages_arrived)
+            subscriptions.owners = ledger.agents
             metrics.watch(built.adapters, delivery)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
             for sandbox_server in built.sandboxes:
@@ -149,7 +150,7 @@ def create_app(
         instructions=f"{SANDBOX_NOTE}\n\n{INSTRUCTIONS}" if sandbox else INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=subscriptions.bus,
-        middleware=[tools.bounded_errors, tools.scoped],
+        middleware=[caller_known, tools.bounded_errors, tools.scoped],
         token_verifier=credentials,
         auth=auth_settings(settings),
     )

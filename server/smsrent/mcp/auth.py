@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +23,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.mcpserver import Context
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from starlette.requests import Request
@@ -181,6 +183,24 @@ def principal(ctx: Context[Any] | ServerRequestContext[Any, Any]) -> Principal:
     if found is None:
         raise PermissionError("this request carries no accepted credential")
     return found
+
+
+_CALLER: ContextVar[Principal] = ContextVar("smsrent_caller", default=OWNER)
+
+
+async def caller_known(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: the request's principal, for handlers the SDK gives no context (static resources, completions,
+    the subscription bus when a listen stream opens): see `current_caller`."""
+    token = _CALLER.set(principal(ctx))
+    try:
+        return await call_next(ctx)
+    finally:
+        _CALLER.reset(token)
+
+
+def current_caller() -> Principal:
+    """The principal of the request being handled (set by `caller_known`; the owner outside any request)."""
+    return _CALLER.get()
 
 
 def unauthorized(settings: Settings, route: str) -> JSONResponse:
