@@ -144,7 +144,8 @@ def test_an_agents_daily_budget_refuses_under_the_servers_and_names_the_agents_l
     message = refused.value.message
     assert "agent alice's 2.00 USD daily budget" in message
     assert "its daily_budget in the agents file (SMSRENT_AGENTS_FILE)" in message
-    assert "1.26 USD" in message and "0.75 USD" in message
+    assert "1.26 USD" in message
+    assert "0.75 USD" in message
     assert "SMSRENT_DAILY_BUDGET" not in message
     assert "nothing was bought" in message
 

@@ -484,8 +484,8 @@ async def scoped(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Ha
         spec = BY_NAME.get(str((ctx.params or {}).get("name")))
         if spec is not None and not principal(ctx).allows(spec.needs):
             refusal = (
-                f"{spec.name} needs the {spec.needs} scope, which this credential does not have: ask the owner for"
-                f" a key or token with {spec.needs}."
+                f"Refused: {spec.name} needs the {spec.needs} scope, which this credential does not have: ask the"
+                f" owner for a key or token with {spec.needs}."
             )
             return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
     result = await call_next(ctx)
