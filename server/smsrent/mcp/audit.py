@@ -31,6 +31,7 @@ AUDITED = frozenset(spec.name for spec in TOOLS if spec.needs == "spend")
 FAILED_AUTH_ROWS = 10  # failed authentications written one by one per minute
 WINDOW = 60.0
 MAX_DETAIL = 300
+SDK_PREFIX = "Error executing tool "  # what the SDK puts before a tool error's own message
 
 
 class Audit:
@@ -89,6 +90,7 @@ def _entry(agent: str, tool: str, arguments: dict[str, Any], answer: dict[str, A
     asked = arguments.get("max_price")
     if answer.get("isError"):
         text = " ".join(str(block.get("text", "")) for block in answer.get("content") or ())
+        text = text.partition(": ")[2] if text.startswith(SDK_PREFIX) else text
         outcome = "refused" if text.startswith("Refused") else "failed"
         return AuditEntry(0.0, agent, tool, outcome, rental_id, _money(asked), text[:MAX_DETAIL])
     if tool == "refund":
