@@ -23,50 +23,23 @@ from mcp.types import (
     TextContent,
 )
 
-from smsrent.agents import key_digest
 from smsrent.mcp.app import App
 from smsrent.sandbox.base import SandboxServer
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.ledger import Ledger
-from tests.auth import agents_toml
-from tests.helpers import sandbox_app
+from tests.auth import ALICE_KEY, BOB_KEY, BOSS_KEY, agents_app
 from tests.mcp import fails, local_id, ok, posts, wait_while
 from tests.mcp.served import TOKEN, authorized, served
 from tests.mcp.test_resources import read_json
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
-ALICE_KEY = "smsrent_alice-key-0c5e7a91d2"
-BOB_KEY = "smsrent_bob-key-6f1d28b4e3"
-BOSS_KEY = "smsrent_boss-key-9a3c4d7e10"
-READER_KEY = "smsrent_reader-key-41b9e6c0f7"
 ACTIVE = "smsrent://rentals/active"
 RECENT = "smsrent://messages/recent"
 TEMPLATE_REF = ResourceTemplateReference(type="ref/resource", uri="smsrent://rentals/{rental_id}")
 PROMPT_REF = PromptReference(type="ref/prompt", name="verify_signup")
 D = Decimal
-
-
-def agents_app(tmp_path: Path, gotsms: GotSmsSandbox, getatext: GetatextSandbox, **overrides: object) -> App:
-    """The owner token and four agents: alice (spend; a 1.00 daily budget and a 1.00 cap of her own), bob (spend,
-    the server's limits only), boss (admin and spend), reader (read)."""
-    path = tmp_path / "agents.toml"
-    path.write_text(
-        agents_toml(
-            {
-                "name": "alice",
-                "key_sha256": key_digest(ALICE_KEY),
-                "scopes": ["spend"],
-                "daily_budget": "1.00",
-                "max_price": "1.00",
-            },
-            {"name": "bob", "key_sha256": key_digest(BOB_KEY), "scopes": ["spend"]},
-            {"name": "boss", "key_sha256": key_digest(BOSS_KEY), "scopes": ["admin", "spend"]},
-            {"name": "reader", "key_sha256": key_digest(READER_KEY), "scopes": ["read"]},
-        )
-    )
-    return sandbox_app(tmp_path, gotsms, getatext, http_token=TOKEN, agents_file=path, **overrides)
 
 
 @pytest.fixture
