@@ -30,7 +30,7 @@ log = logging.getLogger("smsrent.audit")
 AUDITED = frozenset(spec.name for spec in TOOLS if spec.needs == "spend")
 FAILED_AUTH_ROWS = 10  # failed authentications written one by one per minute
 WINDOW = 60.0
-MAX_DETAIL = 300
+MAX_DETAIL = 500
 SDK_PREFIX = "Error executing tool "  # what the SDK puts before a tool error's own message
 
 
