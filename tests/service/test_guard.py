@@ -178,3 +178,12 @@ def test_remaining_is_the_tighter_of_both_budgets_never_below_zero() -> None:
     assert guard.remaining(D("12"), D("0"), ALICE) == 0
     assert guard.remaining(D("3"), D("3")) == D("7")  # the owner: the server's only
     assert MoneyGuard().remaining(D("3"), D("3")) is None
+
+
+def test_auto_renew_is_refused_under_an_agents_own_budget_unless_allowed() -> None:
+    with pytest.raises(BudgetExceeded) as refused:
+        MoneyGuard().check_auto_renew(ALICE)
+    assert "outside agent alice's 2.00 USD daily budget" in refused.value.message
+    assert "SMSRENT_ALLOW_AUTO_RENEW=1" in refused.value.message
+    MoneyGuard().check_auto_renew()  # no budget anywhere
+    MoneyGuard(allow_auto_renew=True).check_auto_renew(ALICE)

@@ -182,7 +182,7 @@ async def _extension_approval(
 
 def _approved(approval: ElicitationResult[PurchaseApproval]) -> None:
     if approval.action != "accept" or not approval.data.approve:
-        raise ConfirmationRefused("The purchase was not approved by the human; nothing was bought.")
+        raise ConfirmationRefused("Refused: the purchase was not approved by the human; nothing was bought.")
 
 
 # -- The tools -------------------------------------------------------------------------------------------------

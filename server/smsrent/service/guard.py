@@ -98,12 +98,22 @@ class MoneyGuard:
     def needs_confirmation(self, price: Decimal) -> bool:
         return self.confirm_above is not None and price > self.confirm_above
 
-    def check_auto_renew(self) -> None:
-        if self.daily_budget is not None and not self.allow_auto_renew:
+    def check_auto_renew(self, caller: Principal = OWNER) -> None:
+        """Renewals are charged by the provider, outside every daily budget: refused under one (the server's or the
+        caller's own) unless the owner allows them."""
+        if self.allow_auto_renew:
+            return
+        if self.daily_budget is not None:
             raise BudgetExceeded(
                 f"Refused: renewals would be charged by the provider outside the {_usd(self.daily_budget)} daily"
                 " budget (SMSRENT_DAILY_BUDGET); nothing was changed. Set SMSRENT_ALLOW_AUTO_RENEW=1 to allow"
                 " auto-renew."
+            )
+        if caller.daily_budget is not None:
+            raise BudgetExceeded(
+                f"Refused: renewals would be charged by the provider outside agent {caller.name}'s"
+                f" {_usd(caller.daily_budget)} daily budget; nothing was changed. Ask the owner to set"
+                " SMSRENT_ALLOW_AUTO_RENEW=1 to allow auto-renew."
             )
 
 

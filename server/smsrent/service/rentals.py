@@ -351,7 +351,7 @@ class Rentals:
     async def set_auto_renew(self, rental_id: str, enabled: bool, caller: Principal = OWNER) -> Outcome:
         """Set auto-renewal to the wanted state (where it can only be flipped: see `_switch_renewal`)."""
         if enabled:
-            self.guard.check_auto_renew()
+            self.guard.check_auto_renew(caller)
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
         if isinstance(provider, FlipsAutoRenew) and provider.auto_renews(ref):
