@@ -13,6 +13,7 @@ from typing import cast
 
 import httpx
 import pytest
+from mcp import Client
 
 from smsrent.agents import fingerprint, key_digest
 from smsrent.mcp.app import App
@@ -154,3 +155,19 @@ async def test_failed_authentications_are_written_at_a_bounded_rate_then_counted
         detail="500 more failed authentications in an earlier minute, not recorded one by one",
     )
     assert entries[-1].credential == "ffffffff"
+
+
+async def test_what_a_caller_sends_is_audited_bounded_whatever_it_is(
+    tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
+) -> None:
+    app = agents_app(tmp_path, gotsms_sandbox, getatext_sandbox)
+    async with Client(app.mcp) as owner:
+        for arguments in ({"max_price": True, "service": "x"}, {"max_price": "1e999"}, {"max_price": ["1"]}):
+            assert (await owner.call_tool("rent_number", arguments)).is_error
+        assert (await owner.call_tool("refund", {"rental_id": "getatext:" + "9" * 5000})).is_error
+        entries = await app.runtime.require().rentals.ledger.audit_entries()
+    assert [(e.agent, e.action, e.outcome, e.amount) for e in entries] == [
+        ("owner", "rent_number", "failed", None)
+    ] * 3 + [("owner", "refund", "failed", None)]
+    assert entries[-1].rental_id == ("getatext:" + "9" * 5000)[:100]
+    assert all(len(e.detail or "") <= 500 for e in entries)
