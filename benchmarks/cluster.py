@@ -7,7 +7,8 @@ elsewhere), the replicas on one fresh PostgreSQL database (created, migrated wit
 the end) with the sandbox's credentials (not sandbox mode), and the clients in this process, spread over the
 servers round-robin (no load balancer). Each client is a 2026-07-28-era `Client` over streamable HTTP calling one
 tool in a loop; a call's latency is measured in the client, from the call to its result. CPU is each process's
-user+system time over the window, in cores (the database: its backends serving this benchmark's database).
+user+system time over the window, in cores (db: the PostgreSQL backends serving the benchmark's database; other:
+what the rest of the machine used meanwhile, for this machine may run other work).
 
     python benchmarks/cluster.py --database-url postgresql://root@127.0.0.1:5432/test   # about 4 minutes
     python benchmarks/cluster.py --quick ...                                             # a smoke run
@@ -47,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 TICK = os.sysconf("SC_CLK_TCK")
 RENTALS = 5  # what list_rentals lists (and refreshes from the provider) at each call
 Groups = dict[str, list[int]]  # the processes whose CPU is reported, by group
+GROUPS = ("servers", "client", "sandbox", "db", "other")  # other: the rest of the machine
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ class Cell:
     clients: int
     latencies: list[float]
     window: float
-    cpu: dict[str, float]  # cores used over the window: servers, client, sandbox, database
+    cpu: dict[str, float]  # cores used over the window, by group (GROUPS)
 
     @property
     def rate(self) -> float:
@@ -116,6 +118,12 @@ def cpu_seconds(pid: int) -> float:
 def own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every process on the machine used so far (all but idle and I/O wait, from /proc/stat)."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICK
 
 
 def database_pids(database_url: str) -> list[int]:
@@ -191,7 +199,7 @@ async def measure(
 
     def cpu(groups: Groups) -> dict[str, float]:
         used = {group: sum(map(cpu_seconds, group_pids)) for group, group_pids in groups.items()}
-        return {**used, "client": own_cpu_seconds()}
+        return {**used, "client": own_cpu_seconds(), "machine": machine_cpu_seconds()}
 
     async with AsyncExitStack() as stack:
         opened = []
@@ -210,7 +218,9 @@ async def measure(
             after = cpu(groups)
             tg.cancel_scope.cancel()
     # A call running when the window closed is not counted: it did not end in it.
-    return latencies, {group: (after[group] - before[group]) / plan.window for group in after}
+    cores = {group: (after[group] - before[group]) / plan.window for group in after}
+    cores["other"] = max(0.0, cores.pop("machine") - sum(cores.values()))  # work that is not this benchmark's
+    return latencies, cores
 
 
 # -- The run --------------------------------------------------------------------------------------------------
@@ -253,7 +263,7 @@ async def run_setup(setup: Setup, plan: Plan, env: dict[str, str], work: Path, o
 
         def pids() -> Groups:
             database = database_pids(database_url) if database_url and not setup.bare else []
-            return {"servers": servers, **others, "database": database}
+            return {"servers": servers, **others, "db": database}
 
         for tool, arguments in setup.tools:
             for clients in plan.clients:
@@ -293,7 +303,7 @@ def report(plan: Plan, cells: list[Cell], load: float) -> None:
         f"\nTool calls under N concurrent HTTP clients ({os.cpu_count()} cores, load average {load:.2f} before the"
         f" run; {plan.window:g} s windows after {plan.warmup:g} s of warm-up; latency in the client)"
     )
-    print(table_row("", "tool", ["N", "calls/s", "p50 ms", "p95 ms", "vs bare", "servers", "client", "sandbox", "db"]))
+    print(table_row("", "tool", ["N", "calls/s", "p50 ms", "p95 ms", "vs bare", *GROUPS]))
     for cell in cells:
         ratio = "" if cell.setup.bare else f"{cell.rate / bare[(1, cell.clients)]:.2f}x"
         values = [
@@ -302,12 +312,13 @@ def report(plan: Plan, cells: list[Cell], load: float) -> None:
             f"{1000 * statistics.median(cell.latencies):.1f}",
             f"{1000 * percentile(cell.latencies, 0.95):.1f}",
             ratio,
-            *(f"{cell.cpu[group]:.2f}" for group in ("servers", "client", "sandbox", "database")),
+            *(f"{cell.cpu[group]:.2f}" for group in GROUPS),
         ]
         print(table_row(cell.setup.label, cell.tool, values))
     print(
         "\nvs bare: calls/s against one bare SDK process at the same N. servers, client, sandbox, db: CPU cores"
-        " used (user+system) over the window; the bare servers use no sandbox or database."
+        " used (user+system) over the window (the bare servers use no sandbox or database); other: the cores"
+        " the rest of the machine used meanwhile."
     )
 
 
