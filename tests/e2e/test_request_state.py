@@ -59,7 +59,6 @@ async def two_replicas(
                 GOTSMS_API_TOKEN=sandbox.token,
                 GOTSMS_BASE_URL=f"{provider}/api",
                 SMSRENT_CONFIRM_ABOVE="0",
-                SMSRENT_LOG_LEVEL="INFO",
                 **({} if ring is None else {"SMSRENT_REQUEST_STATE_KEYS": ring}),
                 **env,
             )
