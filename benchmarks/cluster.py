@@ -254,7 +254,6 @@ async def run_setup(setup: Setup, plan: Plan, env: dict[str, str], work: Path, o
     else:
         argvs = [[sys.executable, "-m", "smsrent", "--http", "--port", str(port)] for port in ports]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
-    database_url = env.get("SMSRENT_DATABASE_URL")
     cells = []
     print(f"{setup.label} ...", file=sys.stderr)
     async with processes(argvs, env, work) as servers:
@@ -262,7 +261,7 @@ async def run_setup(setup: Setup, plan: Plan, env: dict[str, str], work: Path, o
             await stock(urls[0])
 
         def pids() -> Groups:
-            database = database_pids(database_url) if database_url and not setup.bare else []
+            database = [] if setup.bare else database_pids(env["SMSRENT_DATABASE_URL"])
             return {"servers": servers, **others, "db": database}
 
         for tool, arguments in setup.tools:
