@@ -21,6 +21,7 @@ from smsrent.providers.getatext import DEFAULT_BASE_URL as GETATEXT_DEFAULT_URL
 from smsrent.providers.gotsms import DEFAULT_BASE_URL as GOTSMS_DEFAULT_URL
 
 SETTLE_AFTER = 180.0  # seconds a lost purchase the provider does not show blocks it; then it is settled
+REQUEST_STATE_KEY_BYTES = 32  # the SDK's floor for a request-state key (AES-256 is derived from it)
 PositiveMoney = Annotated[Decimal, Field(gt=0, max_digits=12, decimal_places=4)]
 
 
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     http_token: SecretStr | None = Field(None, validation_alias=_env("SMSRENT_HTTP_TOKEN"))
     http_allowed_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
         (), validation_alias=_env("SMSRENT_HTTP_ALLOWED_HOSTS")
+    )
+    request_state_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (), validation_alias=_env("SMSRENT_REQUEST_STATE_KEYS")
     )
     agents_file: Path | None = Field(None, validation_alias=_env("SMSRENT_AGENTS_FILE"))
     oauth_issuer: str | None = Field(None, validation_alias=_env("SMSRENT_OAUTH_ISSUER"))
@@ -130,6 +134,24 @@ class Settings(BaseSettings):
     @classmethod
     def _split_ips(cls, value: object) -> object:
         return tuple(filter(None, (v.strip() for v in value.split(",")))) if isinstance(value, str) else value
+
+    @field_validator("request_state_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """`new,old` into its keys, each at least 32 bytes (never echoed: they are secrets)."""
+        if not isinstance(value, str):
+            return value
+        keys = [key.strip() for key in value.split(",") if key.strip()]
+        for n, key in enumerate(keys, 1):
+            if len(key.encode()) < REQUEST_STATE_KEY_BYTES:
+                raise ValueError(
+                    f"SMSRENT_REQUEST_STATE_KEYS key {n} of {len(keys)} is {len(key.encode())} bytes and each needs at"
+                    f" least {REQUEST_STATE_KEY_BYTES}: generate one with"
+                    ' python -c "import secrets; print(secrets.token_hex(32))"'
+                )
+            if key in keys[: n - 1]:
+                raise ValueError(f"SMSRENT_REQUEST_STATE_KEYS key {n} repeats an earlier one: give each key once")
+        return tuple(keys)
 
     @field_validator("oauth_issuer", "public_url")
     @classmethod

@@ -1,14 +1,17 @@
-"""The benchmarks stay runnable: a quick delivery run prints every figure (no timing is judged), and the context
-benchmark meets its targets (characters, not time)."""
+"""The benchmarks stay runnable: quick delivery and cluster runs print every figure (no timing is judged), and the
+context benchmark meets its targets (characters, not time)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import server_url
 
 pytestmark = pytest.mark.e2e
 
@@ -39,3 +42,21 @@ def test_context_benchmark_meets_its_targets() -> None:
     assert "Tool definitions a model sees" in shown
     assert "One verification flow" in shown
     assert shown.count("PASS") == 3, shown
+
+
+@pytest.mark.postgres
+def test_quick_cluster_benchmark_prints_every_setup_and_tool() -> None:
+    """1 and 3 replicas on a PostgreSQL database, beside the bare SDK server: a row per setup and tool, each with a
+    rate (no timing is judged)."""
+    shown = benchmark("cluster.py", "--quick", "--database-url", server_url(), timeout=300)
+    assert "Tool calls under N concurrent HTTP clients" in shown
+    rows = re.findall(r"^  (bare SDK|smsrent) (x\d) +(\w+) +\d+ +(\d+) ", shown, re.MULTILINE)
+    assert [" ".join(r[:3]) for r in rows] == [
+        "bare SDK x1 echo",
+        "bare SDK x3 echo",
+        "smsrent x1 get_balance",
+        "smsrent x1 list_rentals",
+        "smsrent x3 get_balance",
+        "smsrent x3 list_rentals",
+    ]
+    assert all(int(r[3]) > 0 for r in rows)  # calls per second

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import anyio
 import httpx
 from mcp.server import MCPServer
+from mcp.server.mcpserver import RequestStateSecurity
 from pydantic import SecretStr
 
 from smsrent import __version__
@@ -75,6 +76,13 @@ class App:
     supervisor: Supervisor
     metrics: Metrics
     credentials: Credentials | None = None  # None: HTTP callers need no credential (a loopback server)
+
+
+def request_state_security(settings: Settings) -> RequestStateSecurity | None:
+    """Seal multi-round-trip request state (a purchase awaiting the human's OK) under the shared keys, so that any
+    replica can resume it: the first seals, all unseal. None: the SDK's key of this process alone."""
+    keys = [key.get_secret_value() for key in settings.request_state_keys]
+    return RequestStateSecurity(keys=keys) if keys else None
 
 
 def create_app(
@@ -157,6 +165,7 @@ def create_app(
         middleware=[caller_known, audit.tool_calls, tools.bounded_errors, tools.scoped],
         token_verifier=credentials,
         auth=auth_settings(settings),
+        request_state_security=request_state_security(settings),
     )
     subscriptions.install(mcp)
     client_logs.install(mcp)
