@@ -175,13 +175,15 @@ async def test_an_agents_budget_and_cap_refuse_under_the_servers_and_the_servers
     """alice: 1.00 a day, 1.00 a purchase; bob: the server's 2.00 a day only."""
     async with served(app) as base:
         async with authorized(base, "legacy", ALICE_KEY) as alice:
-            await rent(alice, plan_id="getatext:telegram", max_price="0.5")  # 0.40 committed
+            hers = await rent(alice, plan_id="getatext:telegram", max_price="0.5")  # 0.40 committed
             refused = await fails(alice, "rent_number", plan_id="getatext:whatsapp", max_price="0.7")
             assert refused.removeprefix("Error executing tool rent_number: ").startswith(
                 "Refused: this purchase may cost up to 0.70 USD, and 0.40 USD of agent alice's 1.00 USD daily budget"
                 " (its daily_budget in the agents file (SMSRENT_AGENTS_FILE), else SMSRENT_AGENT_DAILY_BUDGET;"
                 " rolling 24 h) is already spent or reserved; nothing was bought."
             )
+            again = await fails(alice, "extend_rental", rental_id=hers["rental_id"], max_price="0.7")  # a re-rent
+            assert "and 0.40 USD of agent alice's 1.00 USD daily budget" in again
             capped = await fails(alice, "rent_number", plan_id="getatext:whatsapp", max_price="1.5")
             assert "above agent alice's per-purchase cap of 1.00 USD" in capped
             assert (await ok(alice, "get_balance", provider="getatext"))["budget_left"] == "0.60"
@@ -196,6 +198,7 @@ async def test_an_agents_budget_and_cap_refuse_under_the_servers_and_the_servers
             assert (await ok(alice, "get_balance"))["budget_left"] == "0.50"
         ledger = ledger_of(app)
         assert [(r.agent, r.amount) for r in await ledger.refusals()] == [
+            ("alice", D("0.7")),
             ("alice", D("0.7")),
             ("alice", D("1.5")),
             ("bob", D("1.1")),
