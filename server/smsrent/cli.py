@@ -1,5 +1,6 @@
 """`smsrent-mcp`: the server over stdio (default) or streamable HTTP (`--http`); `smsrent-mcp report` prints
-spend, outcomes and delivery figures from the ledger; `smsrent-mcp agents add|list|remove` edits the agents
+spend, outcomes and delivery figures from the ledger, `smsrent-mcp audit` its audit trail; `smsrent-mcp agents
+add|list|remove` edits the agents
 file; `smsrent-mcp migrate` brings a PostgreSQL ledger's schema up to this release."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from smsrent import __version__
 from smsrent import agents as agents_file
 from smsrent.config import Settings
 from smsrent.mcp.app import App, create_app
+from smsrent.observe.audit import run_audit
 from smsrent.observe.report import parse_duration, run_report
 from smsrent.observe.tracing import JsonFormatter, export_traces
 from smsrent.service.ledger import LedgerUnusable
@@ -52,9 +54,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " p50/p95 and the refund rate, from the ledger of the configured data dir.",
     )
     report.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
-    report.add_argument("--agent", help="only this agent (every figure is the owner's until agents exist)")
+    report.add_argument("--agent", help="only this agent (`owner`: the owner's, and those from before agents)")
     report.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
     report.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
+    audit = commands.add_parser(
+        "audit",
+        help="the audit trail: purchases, refunds, extensions, renewal changes, refusals, failed authentications",
+        description="Who did what with money, and which credentials were refused (by fingerprint), from the ledger"
+        " of the configured data dir or database.",
+    )
+    audit.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
+    audit.add_argument("--agent", help="only this agent's entries")
+    audit.add_argument("--format", choices=("table", "csv", "jsonl"), default="table", help="default: table")
+    audit.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
     _agents_parser(commands)
     commands.add_parser(
         "migrate",
@@ -135,9 +147,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in err.errors())
         sys.exit(f"smsrent-mcp: invalid configuration: {problems}")
     configure_logging(settings.log_level, settings.log_format)
-    if args.command == "report":
+    if args.command in ("report", "audit"):
+        run = run_report if args.command == "report" else run_audit
         try:
-            sys.stdout.write(anyio.run(run_report, settings, args.since, args.agent, args.format))
+            sys.stdout.write(anyio.run(run, settings, args.since, args.agent, args.format))
         except LedgerUnusable as err:
             sys.exit(f"smsrent-mcp: {err}")
         return

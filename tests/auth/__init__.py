@@ -26,11 +26,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from smsrent.agents import key_digest
+from smsrent.mcp.app import App
 from smsrent.mcp.tools import TOOLS
+from smsrent.sandbox.getatext import GetatextSandbox
+from smsrent.sandbox.gotsms import GotSmsSandbox
+from tests.helpers import sandbox_app
+from tests.mcp.served import TOKEN
 
 READER_KEY = "smsrent_reader-key-3b8d0c1e9f"
 SPENDER_KEY = "smsrent_spender-key-a41f7e20cd"
 ADMIN_KEY = "smsrent_admin-key-77c2e9b5a0"
+ALICE_KEY = "smsrent_alice-key-0c5e7a91d2"
+BOB_KEY = "smsrent_bob-key-6f1d28b4e3"
+BOSS_KEY = "smsrent_boss-key-9a3c4d7e10"
+LOOKER_KEY = "smsrent_looker-key-41b9e6c0f7"
 PUBLIC_URL = "https://smsrent.example.org"  # the resource is <it>/mcp whatever address the test serves on
 RESOURCE = f"{PUBLIC_URL}/mcp"
 ALL_TOOLS = {spec.name for spec in TOOLS}
@@ -60,6 +69,27 @@ def two_agents_file(path: Path) -> Path:
         )
     )
     return path
+
+
+def agents_app(tmp_path: Path, gotsms: GotSmsSandbox, getatext: GetatextSandbox, **overrides: object) -> App:
+    """The owner token and four agents: alice (spend; a 1.00 daily budget and a 1.00 cap of her own), bob (spend,
+    the server's limits only), boss (admin and spend), looker (read)."""
+    path = tmp_path / "agents.toml"
+    path.write_text(
+        agents_toml(
+            {
+                "name": "alice",
+                "key_sha256": key_digest(ALICE_KEY),
+                "scopes": ["spend"],
+                "daily_budget": "1.00",
+                "max_price": "1.00",
+            },
+            {"name": "bob", "key_sha256": key_digest(BOB_KEY), "scopes": ["spend"]},
+            {"name": "boss", "key_sha256": key_digest(BOSS_KEY), "scopes": ["admin", "spend"]},
+            {"name": "looker", "key_sha256": key_digest(LOOKER_KEY), "scopes": ["read"]},
+        )
+    )
+    return sandbox_app(tmp_path, gotsms, getatext, http_token=TOKEN, agents_file=path, **overrides)
 
 
 # -- A loopback authorization server ---------------------------------------------------------------------------

@@ -60,8 +60,8 @@ async def test_a_read_key_lists_and_calls_only_the_read_tools(
             assert {tool.name for tool in (await reader.list_tools()).tools} == READ_TOOLS
             refused = await fails(reader, "rent_number", service="Telegram", provider="gotsms", max_price="2")
             assert refused == (
-                "rent_number needs the spend scope, which this credential does not have: ask the owner for a key or"
-                " token with spend."
+                "Refused: rent_number needs the spend scope, which this credential does not have: ask the owner for"
+                " a key or token with spend."
             )
             assert gotsms_sandbox.requests == []  # refused before the plan was even looked up
             for tool in ("refund", "extend_rental", "set_auto_renew", "finish_rental"):

@@ -14,7 +14,9 @@ import pytest
 
 from smsrent.domain.errors import BudgetExceeded
 from smsrent.domain.models import Rental, RentalStatus
-from smsrent.service.ledger import DAY, Ledger
+from smsrent.domain.principal import Principal, granted
+from smsrent.service.guard import MoneyGuard
+from smsrent.service.ledger import DAY, AuditEntry, Ledger
 from tests.ledger import NOON, bought, message, rental
 from tests.ledger.stores import Store
 
@@ -288,7 +290,7 @@ async def test_spend_older_than_24_hours_no_longer_counts(ledger: Ledger, store:
     # The reservation check sees the same window.
     seen: list[Decimal] = []
     await ledger.reserve(
-        provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda committed, _u: seen.append(committed)
+        provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda committed, _u, _a: seen.append(committed)
     )
     assert seen == [Decimal("1.00")]
 
@@ -299,7 +301,7 @@ async def test_reserve_check_sees_spend_and_this_providers_uncertain_purchases(l
     seen: list[tuple[Decimal, int, str]] = []
     for provider in ("gotsms", "getatext"):
 
-        def check(committed: Decimal, uncertain: int, provider: str = provider) -> None:
+        def check(committed: Decimal, uncertain: int, _by_agent: Decimal, provider: str = provider) -> None:
             seen.append((committed, uncertain, provider))
 
         await ledger.reserve(provider=provider, kind="rent", amount=Decimal("0.25"), check=check)
@@ -307,7 +309,7 @@ async def test_reserve_check_sees_spend_and_this_providers_uncertain_purchases(l
 
 
 async def test_refused_reservation_records_nothing(ledger: Ledger) -> None:
-    def refuse(_committed: Decimal, _uncertain: int) -> None:
+    def refuse(_committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
         raise BudgetExceeded("no")
 
     with pytest.raises(BudgetExceeded):
@@ -323,7 +325,7 @@ async def test_concurrent_reservations_never_overshoot_the_budget(ledger: Ledger
     made: list[int] = []
     refused: list[BudgetExceeded] = []
 
-    def check(committed: Decimal, _uncertain: int) -> None:
+    def check(committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
         if committed + amount > budget:
             raise BudgetExceeded(f"{committed} + {amount} > {budget}")
 
@@ -343,6 +345,107 @@ async def test_concurrent_reservations_never_overshoot_the_budget(ledger: Ledger
     assert len(refused) == 72
     assert await ledger.committed() == 8 * amount <= budget
     assert len(await ledger.purchases()) == 8
+
+
+@pytest.mark.parametrize(
+    ("server_budget", "made_by_each"),
+    [("3.00", None), ("20.00", 2)],  # the server's budget binds first / each agent's binds first
+)
+async def test_concurrent_purchases_by_many_agents_overshoot_neither_their_budgets_nor_the_servers(
+    ledger: Ledger, store: Store, server_budget: str, made_by_each: int | None
+) -> None:
+    """6 agents with 0.80 a day each race 10 reservations of 0.35 apiece through two processes, under the money
+    guard's own check: no agent commits more than its budget (2 each), nor all of them more than the server's."""
+    amount, budget = Decimal("0.35"), Decimal(server_budget)
+    guard = MoneyGuard(daily_budget=budget)
+    agents = [Principal(f"agent-{n}", granted(["spend"]), daily_budget=Decimal("0.80")) for n in range(6)]
+    other = await store.open()
+    made: list[str] = []
+
+    async def reserve(on: Ledger, agent: Principal) -> None:
+        with suppress(BudgetExceeded):
+            check = guard.daily_check(amount, "GotSMS", agent)
+            await on.reserve(provider="gotsms", kind="rent", amount=amount, agent=agent.name, check=check)
+            made.append(agent.name)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(60):
+                tg.start_soon(reserve, ledger if n % 2 else other, agents[n % 6])
+    finally:
+        await other.close()
+    committed = await ledger.committed()
+    assert committed <= budget
+    assert committed == len(made) * amount
+    for agent in agents:
+        assert await ledger.committed(agent.name) == made.count(agent.name) * amount <= Decimal("0.80")
+    if made_by_each is None:
+        assert len(made) == 8  # 8 x 0.35 = 2.80: a ninth would pass 3.00
+    else:
+        assert sorted(made) == sorted(a.name for a in agents for _ in range(made_by_each))
+    assert [p.agent for p in await ledger.charges()].count("agent-0") == made.count("agent-0")
+
+
+async def test_a_rental_belongs_to_the_agent_whose_purchase_bought_it_else_to_the_owner(ledger: Ledger) -> None:
+    pid = await ledger.reserve(provider="gotsms", kind="rent", amount=Decimal("1"), plan_id="gotsms:p", agent="alice")
+    await ledger.settle(pid, "bought", price=Decimal("1"), rental_id="gotsms:hers")
+    await ledger.save_rental(rental("gotsms:hers"))  # recorded after its purchase settled
+    lost = await ledger.reserve(provider="gotsms", kind="rent", amount=Decimal("1"), plan_id="gotsms:p", agent="bob")
+    await ledger.settle(lost, "uncertain")
+    await ledger.save_rental(rental("gotsms:his"))  # adopted from the listing before its purchase was settled ...
+    assert (await ledger.agents(["gotsms:his"])) == {"gotsms:his": "owner"}
+    await ledger.settle(lost, "bought", price=Decimal("1"), rental_id="gotsms:his")  # ... then reconciled
+    await ledger.save_rental(rental("gotsms:website"))  # made on the provider's website: the owner's
+    extend = await ledger.reserve(
+        provider="gotsms", kind="extend", amount=Decimal("2"), source_rental_id="gotsms:hers", agent="boss"
+    )
+    await ledger.settle(extend, "bought", price=Decimal("2"), rental_id="gotsms:hers")  # an admin extends hers
+    assert await ledger.agents(["gotsms:hers", "gotsms:his", "gotsms:website", "gotsms:nobody"]) == {
+        "gotsms:hers": "alice",
+        "gotsms:his": "bob",
+        "gotsms:website": "owner",
+    }
+    assert [r.rental_id for r in await ledger.rentals(agent="alice")] == ["gotsms:hers"]
+    assert [r.rental_id for r in await ledger.rentals(agent="owner")] == ["gotsms:website"]
+    assert len(await ledger.rentals()) == 3
+    assert {r.rental.rental_id: r.agent for r in await ledger.rental_records()} == {
+        "gotsms:hers": "alice",
+        "gotsms:his": "bob",
+        "gotsms:website": "owner",
+    }
+    await ledger.add_messages([message(1, "gotsms:hers"), message(2, "gotsms:his")])
+    assert [m.rental_id for m in await ledger.recent_messages(agent="alice")] == ["gotsms:hers"]
+    assert len(await ledger.recent_messages()) == 2
+    await ledger.claim_next("gotsms:his")
+    assert [(h.rental_id, h.agent) for h in await ledger.handovers()] == [("gotsms:his", "bob")]
+    assert [(c.agent, c.kind) for c in await ledger.charges()] == [
+        ("alice", "rent"),
+        ("bob", "rent"),
+        ("boss", "extend"),
+    ]
+    assert (await ledger.committed("alice"), await ledger.committed("boss")) == (Decimal(1), Decimal(2))
+    await ledger.note_refusal(provider="gotsms", amount=Decimal("3"), note="Refused: over", agent="alice")
+    await ledger.note_refusal(provider=None, amount=Decimal("4"), note="Refused: over")
+    assert [(r.agent, r.amount) for r in await ledger.refusals()] == [("alice", Decimal(3)), ("owner", Decimal(4))]
+
+
+async def test_the_audit_trail_keeps_entries_in_order_by_agent(ledger: Ledger) -> None:
+    before = await ledger.now()
+    await ledger.audit(AuditEntry(0.0, "alice", "rent_number", "ok", "gotsms:1", Decimal("1.25"), "max_price 2.00"))
+    await ledger.audit(
+        AuditEntry(0.0, None, "authenticate", "unauthenticated", detail="no such", credential="ab12cd34")
+    )
+    await ledger.audit(AuditEntry(0.0, "bob", "refund", "refused", "gotsms:1", None, "Refused: no"))
+    entries = await ledger.audit_entries()
+    assert [(e.agent, e.action, e.outcome, e.rental_id, e.amount, e.detail, e.credential) for e in entries] == [
+        ("alice", "rent_number", "ok", "gotsms:1", Decimal("1.25"), "max_price 2.00", None),
+        (None, "authenticate", "unauthenticated", None, None, "no such", "ab12cd34"),
+        ("bob", "refund", "refused", "gotsms:1", None, "Refused: no", None),
+    ]
+    after = await ledger.now()
+    assert all(before <= e.at <= after for e in entries)  # stamped by the ledger's clock
+    assert [e.action for e in await ledger.audit_entries(agent="bob")] == ["refund"]
+    assert await ledger.audit_entries(since=await ledger.now() + 60) == []
 
 
 async def test_a_refund_credits_the_rent_that_bought_the_rental_never_more_than_it_cost(ledger: Ledger) -> None:
@@ -563,7 +666,7 @@ async def test_an_uncertain_purchase_of_one_process_is_seen_by_anothers_reservat
         await other.settle(pid, "uncertain", note="the answer was lost")
         seen: list[tuple[Decimal, int]] = []
         await ledger.reserve(
-            provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda c, u: seen.append((c, u))
+            provider="gotsms", kind="rent", amount=Decimal("1"), check=lambda c, u, _a: seen.append((c, u))
         )
         assert seen == [(Decimal("2"), 1)]
     finally:

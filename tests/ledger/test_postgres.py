@@ -88,6 +88,32 @@ async def test_an_older_schema_is_refused_and_a_newer_one_serves_the_previous_re
         await again.close()
 
 
+# What the release before agents wrote (its statements, without the agent columns).
+BEFORE_AGENTS = (
+    "INSERT INTO purchases (provider, kind, plan_id, max_price, price, state, created_at, rental_id)"
+    " VALUES ('gotsms', 'rent', 'gotsms:p', 1, 1, 'bought', clock_timestamp(), %s)"
+)
+
+
+async def test_the_agents_migration_gives_everything_before_it_to_the_owner_and_serves_the_previous_release(
+    empty_url: SecretStr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS[:1])
+    assert await migrate(empty_url) == (0, 1)
+    await rows(empty_url, BEFORE_AGENTS, "gotsms:old")
+    monkeypatch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS)
+    assert await migrate(empty_url) == (1, len(MIGRATIONS))
+    await rows(empty_url, BEFORE_AGENTS, "gotsms:older-replica")  # a replica not yet upgraded still writes
+    ledger = await PostgresLedger.open(empty_url)
+    try:
+        await ledger.save_rental(rental("gotsms:old"))
+        assert [c.agent for c in await ledger.charges()] == ["owner", "owner"]
+        assert await ledger.agents(["gotsms:old"]) == {"gotsms:old": "owner"}
+        assert await ledger.committed("owner") == Decimal(2)
+    finally:
+        await ledger.close()
+
+
 async def test_migrations_started_together_apply_each_migration_once(empty_url: SecretStr) -> None:
     results: list[tuple[int, int]] = []
 
@@ -129,7 +155,7 @@ async def test_money_is_stored_as_numeric_and_sums_exactly(ledger: PostgresLedge
         " WHERE column_name IN ('max_price', 'price', 'refunded', 'balance_before', 'amount') ORDER BY 1, 2",
     )
     assert {data_type for _, _, data_type in types} == {"numeric"}
-    assert len(types) == 5
+    assert len(types) == 6  # the audit trail's amount too
 
 
 async def test_the_budget_window_runs_on_the_databases_clock_not_the_replicas(
@@ -142,7 +168,7 @@ async def test_the_budget_window_runs_on_the_databases_clock_not_the_replicas(
     monkeypatch.setattr(time, "time", lambda: real() + 2 * DAY)
     seen: list[Decimal] = []
     pid = await ledger.reserve(
-        provider="gotsms", kind="rent", amount=Decimal("1.00"), check=lambda c, _u: seen.append(c)
+        provider="gotsms", kind="rent", amount=Decimal("1.00"), check=lambda c, _u, _a: seen.append(c)
     )
     assert seen == [Decimal("2.00")]
     assert await ledger.committed() == Decimal("3.00")

@@ -67,6 +67,34 @@ async def test_reopening_runs_only_the_migrations_a_file_lacks(
         assert pragma(ledger_path, "user_version") == len(MIGRATIONS) + 1
 
 
+async def test_the_agents_migration_gives_everything_before_it_to_the_owner(
+    ledger_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "MIGRATIONS", MIGRATIONS[:4])  # the release before agents
+    before = await SqliteLedger.open(ledger_path)
+    await before.close()
+    with closing(sqlite3.connect(ledger_path)) as db, db:  # its own statements, without the agent columns
+        db.execute(
+            "INSERT INTO purchases (provider, kind, max_price, price, state, created_at, rental_id)"
+            " VALUES ('gotsms', 'rent', '1', '1', 'bought', ?, 'gotsms:old')",
+            (time.time(),),
+        )
+        db.execute(
+            "INSERT INTO refusals (provider, amount, note, created_at) VALUES ('gotsms', '2', 'no', ?)", (time.time(),)
+        )
+    monkeypatch.setattr(sqlite, "MIGRATIONS", MIGRATIONS)
+    after = await SqliteLedger.open(ledger_path)
+    try:
+        await after.save_rental(rental("gotsms:old"))
+        assert pragma(ledger_path, "user_version") == len(MIGRATIONS)
+        assert [c.agent for c in await after.charges()] == ["owner"]
+        assert [r.agent for r in await after.refusals()] == ["owner"]
+        assert await after.agents(["gotsms:old"]) == {"gotsms:old": "owner"}
+        assert await after.committed("owner") == Decimal(1)
+    finally:
+        await after.close()
+
+
 async def test_memory_ledger_works() -> None:
     throwaway = await SqliteLedger.open(":memory:")
     try:

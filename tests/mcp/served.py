@@ -45,14 +45,15 @@ async def served(app: App, host: str = "127.0.0.1") -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def authorized(base: str, mode: str = "auto", token: str = TOKEN) -> AsyncIterator[Client]:
-    """A client whose HTTP requests carry the bearer token (SDK-facing HTTP objects are httpx2).
+async def authorized(base: str, mode: str = "auto", token: str = TOKEN, **options: Any) -> AsyncIterator[Client]:
+    """A client whose HTTP requests carry the bearer token (SDK-facing HTTP objects are httpx2); `options` go to
+    the `Client` (a message handler, say).
 
     `streamable_http_client` does not close an `http_client` it was given, so it is closed here.
     """
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
-        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode) as client,
+        Client(streamable_http_client(f"{base}/mcp", http_client=http), mode=mode, **options) as client,
     ):
         yield client
 

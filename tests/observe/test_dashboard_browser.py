@@ -72,6 +72,7 @@ async def test_dashboard_in_chromium(
             await expect(page.locator("#spend-net")).to_have_text("1.00", timeout=SEEN)
             await expect(page.locator("#spend-budget")).to_contain_text("1.00 of 10.00 USD daily budget")
             await expect(row.locator("td.phone")).to_have_text(rental["phone"])
+            await expect(row.locator("td").nth(1)).to_have_text("owner")  # whose it is
             countdown = await row.locator("td.countdown").inner_text()
             assert re.fullmatch(r"\d+h \d\dm \d\ds", countdown), countdown
             await expect(row.locator("td.countdown")).not_to_have_text(countdown, timeout=5_000)

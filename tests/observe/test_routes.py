@@ -150,6 +150,7 @@ async def test_dashboard_data_after_a_purchase_and_a_code(
     (active,) = data["active"]
     assert active["rental_id"] == rental["rental_id"]
     assert active["phone"] == rental["phone"]
+    assert active["agent"] == "owner"  # whose it is (the owner's: no agents here)
     assert active["ends_at"] > data["now"]
     (message,) = data["messages"]
     assert message == {

@@ -8,6 +8,7 @@ from decimal import Decimal
 import pytest
 
 from smsrent.domain.errors import BudgetExceeded, GuardRefusal, PurchaseUnsettled
+from smsrent.domain.principal import Principal, granted
 from smsrent.service.guard import MoneyGuard
 
 D = Decimal
@@ -16,7 +17,7 @@ D = Decimal
 def test_no_limits_allow_anything() -> None:
     guard = MoneyGuard()
     guard.check_price(D("99"), D("99"), "plan gotsms:x")
-    guard.daily_check(D("1000"), "GotSMS")(D("1000000"), 0)
+    guard.daily_check(D("1000"), "GotSMS")(D("1000000"), 0, D("1000000"))
     guard.check_auto_renew()
     assert guard.needs_confirmation(D("1000")) is False
 
@@ -64,9 +65,9 @@ def test_price_above_the_callers_max_price_is_refused() -> None:
 def test_daily_budget_refuses_what_would_exceed_it() -> None:
     guard = MoneyGuard(daily_budget=D("5.00"))
     check = guard.daily_check(D("1.25"), "GotSMS")
-    check(D("3.75"), 0)  # exactly fills the budget: allowed
+    check(D("3.75"), 0, D("3.75"))  # exactly fills the budget: allowed
     with pytest.raises(BudgetExceeded) as refused:
-        check(D("3.76"), 0)
+        check(D("3.76"), 0, D("3.76"))
     message = refused.value.message
     assert "1.25 USD" in message  # this purchase
     assert "3.76 USD" in message  # already committed
@@ -79,7 +80,7 @@ def test_daily_budget_refuses_what_would_exceed_it() -> None:
 def test_an_unsettled_purchase_refuses_before_the_budget_is_even_looked_at() -> None:
     check = MoneyGuard(daily_budget=D("100")).daily_check(D("1"), "Getatext")
     with pytest.raises(PurchaseUnsettled) as refused:
-        check(D("0"), 1)
+        check(D("0"), 1, D("0"))
     assert refused.value.provider == "Getatext"
     message = refused.value.message
     assert "Getatext" in message
@@ -89,7 +90,7 @@ def test_an_unsettled_purchase_refuses_before_the_budget_is_even_looked_at() -> 
     assert "list_rentals" in message
     # Also without any budget configured.
     with pytest.raises(PurchaseUnsettled):
-        MoneyGuard().daily_check(D("1"), "Getatext")(D("0"), 2)
+        MoneyGuard().daily_check(D("1"), "Getatext")(D("0"), 2, D("0"))
 
 
 def test_auto_renew_is_refused_under_a_daily_budget_unless_allowed() -> None:
@@ -116,8 +117,8 @@ def test_confirmation_is_asked_only_above_the_threshold() -> None:
         lambda: MoneyGuard(max_price=D("1")).check_price(D("1"), D("2"), "plan p"),
         lambda: MoneyGuard(max_price=D("1")).check_price(D("2"), D("1"), "plan p"),
         lambda: MoneyGuard().check_price(D("2"), D("1"), "plan p"),
-        lambda: MoneyGuard(daily_budget=D("1")).daily_check(D("2"), "GotSMS")(D("0"), 0),
-        lambda: MoneyGuard().daily_check(D("2"), "GotSMS")(D("0"), 1),
+        lambda: MoneyGuard(daily_budget=D("1")).daily_check(D("2"), "GotSMS")(D("0"), 0, D("0")),
+        lambda: MoneyGuard().daily_check(D("2"), "GotSMS")(D("0"), 1, D("0")),
         lambda: MoneyGuard(daily_budget=D("1")).check_auto_renew(),
     ],
     ids=["cap", "price above cap", "max_price", "budget", "unsettled", "auto_renew"],
@@ -130,3 +131,59 @@ def test_every_refusal_is_a_guard_refusal_in_one_sentence_that_starts_with_refus
     assert message.startswith("Refused: ")
     assert "\n" not in message
     assert len(message) < 400
+
+
+ALICE = Principal("alice", granted(["spend"]), daily_budget=D("2.00"), max_price=D("1.00"))
+
+
+def test_an_agents_daily_budget_refuses_under_the_servers_and_names_the_agents_limit() -> None:
+    check = MoneyGuard(daily_budget=D("100")).daily_check(D("0.75"), "GotSMS", ALICE)
+    check(D("50"), 0, D("1.25"))  # exactly fills alice's budget
+    with pytest.raises(BudgetExceeded) as refused:
+        check(D("50"), 0, D("1.26"))
+    message = refused.value.message
+    assert "agent alice's 2.00 USD daily budget" in message
+    assert "its daily_budget in the agents file (SMSRENT_AGENTS_FILE)" in message
+    assert "1.26 USD" in message
+    assert "0.75 USD" in message
+    assert "SMSRENT_DAILY_BUDGET" not in message
+    assert "nothing was bought" in message
+
+
+def test_the_servers_daily_budget_caps_an_agent_with_room_left() -> None:
+    check = MoneyGuard(daily_budget=D("3")).daily_check(D("0.75"), "GotSMS", ALICE)
+    with pytest.raises(BudgetExceeded) as refused:
+        check(D("2.50"), 0, D("0"))  # alice spent nothing; the others spent the server's budget
+    assert "SMSRENT_DAILY_BUDGET" in refused.value.message
+    assert "alice" not in refused.value.message
+
+
+def test_an_agents_price_cap_applies_under_the_servers_and_names_the_agents_limit() -> None:
+    guard = MoneyGuard(max_price=D("5"))
+    guard.check_cap(D("1.00"), ALICE)
+    with pytest.raises(BudgetExceeded) as refused:
+        guard.check_cap(D("1.01"), ALICE)
+    assert "agent alice's per-purchase cap of 1.00 USD" in refused.value.message
+    assert "SMSRENT_AGENT_MAX_PRICE" in refused.value.message
+    with pytest.raises(BudgetExceeded) as server:
+        guard.check_cap(D("6"), ALICE)  # above both: the server's cap is named first
+    assert "SMSRENT_MAX_PRICE" in server.value.message
+    guard.check_cap(D("4"))  # the owner has no cap of its own
+
+
+def test_remaining_is_the_tighter_of_both_budgets_never_below_zero() -> None:
+    guard = MoneyGuard(daily_budget=D("10"))
+    assert guard.remaining(D("3"), D("1.50"), ALICE) == D("0.50")  # alice's 2.00 less 1.50
+    assert guard.remaining(D("9.80"), D("0"), ALICE) == D("0.20")  # the server's is tighter
+    assert guard.remaining(D("12"), D("0"), ALICE) == 0
+    assert guard.remaining(D("3"), D("3")) == D("7")  # the owner: the server's only
+    assert MoneyGuard().remaining(D("3"), D("3")) is None
+
+
+def test_auto_renew_is_refused_under_an_agents_own_budget_unless_allowed() -> None:
+    with pytest.raises(BudgetExceeded) as refused:
+        MoneyGuard().check_auto_renew(ALICE)
+    assert "outside agent alice's 2.00 USD daily budget" in refused.value.message
+    assert "SMSRENT_ALLOW_AUTO_RENEW=1" in refused.value.message
+    MoneyGuard().check_auto_renew()  # no budget anywhere
+    MoneyGuard(allow_auto_renew=True).check_auto_renew(ALICE)

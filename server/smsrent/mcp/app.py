@@ -21,7 +21,8 @@ from pydantic import SecretStr
 from smsrent import __version__
 from smsrent.config import Settings
 from smsrent.mcp import resources, tools
-from smsrent.mcp.auth import Credentials, auth_settings
+from smsrent.mcp.audit import Audit
+from smsrent.mcp.auth import Credentials, auth_settings, caller_known
 from smsrent.mcp.logs import ClientLogs
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import Subscriptions
@@ -109,6 +110,9 @@ def create_app(
     client_logs = ClientLogs(logging.getLevelNamesMapping()[settings.log_level])
     webhook_secret = settings.webhook_secret or (SecretStr(secrets.token_urlsafe(16)) if sandbox else None)
     credentials = Credentials(settings) if settings.http_auth else None
+    audit = Audit(runtime)
+    if credentials is not None:
+        credentials.refused = audit.failed_auth
 
     @asynccontextmanager
     async def lifespan(_server: MCPServer[AppState]) -> AsyncIterator[AppState]:
@@ -127,6 +131,7 @@ def create_app(
             rentals = Rentals(built.adapters, ledger, guard, settle_after=settings.settle_after)
             delivery = Delivery(rentals, supervisor=supervisor)
             rentals.observers.append(subscriptions.messages_arrived)
+            subscriptions.owners = ledger.agents
             metrics.watch(built.adapters, delivery)
             state = AppState(settings=settings, rentals=rentals, delivery=delivery, subscriptions=subscriptions)
             for sandbox_server in built.sandboxes:
@@ -157,7 +162,7 @@ def create_app(
         instructions=f"{SANDBOX_NOTE}\n\n{INSTRUCTIONS}" if sandbox else INSTRUCTIONS,
         lifespan=lifespan,
         subscriptions=subscriptions.bus,
-        middleware=[tools.bounded_errors, tools.scoped],
+        middleware=[caller_known, audit.tool_calls, tools.bounded_errors, tools.scoped],
         token_verifier=credentials,
         auth=auth_settings(settings),
         request_state_security=request_state_security(settings),

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +24,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.context import CallNext, HandlerResult
 from mcp.server.mcpserver import Context
 from pydantic import AnyHttpUrl, ConfigDict, TypeAdapter
 from starlette.requests import Request
@@ -63,6 +66,7 @@ class Credentials:
         issuer = settings.oauth_issuer
         self.oauth = None if issuer is None or resource is None else JwtVerifier(issuer, resource)
         self._defaults = settings.agent_daily_budget, settings.agent_max_price
+        self.refused: Callable[[str], Awaitable[None]] | None = None  # told the fingerprint of each refused token
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The principal `token` names, or None (401). The owner token and every agent key are compared in
@@ -74,8 +78,12 @@ class Credentials:
             return self._token(token, found)
         if self.oauth is not None and token.count(".") == 2:
             claims = await self.oauth.verify(token)
-            return None if claims is None else self._oauth_token(token, claims, agents)
-        log.info("refused a bearer credential (sha256 %s...): no such key", fingerprint(key_digest(token)))
+            if claims is not None:
+                return self._oauth_token(token, claims, agents)
+        shown = fingerprint(key_digest(token))
+        log.info("refused a bearer credential (sha256 %s...)", shown)
+        if self.refused is not None:
+            await self.refused(shown)
         return None
 
     def known(self, value: str) -> bool:
@@ -88,7 +96,7 @@ class Credentials:
         entry = agents.by_key(token)  # compares every key, whatever the owner check found
         if is_owner:
             return OWNER
-        return None if entry is None else Principal(entry.name, granted(entry.scopes), *self._limits(entry))
+        return None if entry is None else Principal(entry.name, granted(entry.scopes), *self.limits(entry))
 
     def _oauth_token(self, token: str, claims: TokenClaims, agents: Agents) -> PrincipalToken:
         """The agent `iss` + `sub`: named and limited by its `subject` entry if the file has one (whose scopes
@@ -97,10 +105,10 @@ class Credentials:
         entry = agents.by_subject(claims.subject)
         scopes = granted(claims.scopes) & (granted(entry.scopes) if entry is not None else frozenset(SCOPES))
         name = f"oauth:{claims.subject}" if entry is None else entry.name
-        found = Principal(name, scopes, *self._limits(entry), subject=claims.subject, issuer=self.oauth.issuer)
+        found = Principal(name, scopes, *self.limits(entry), subject=claims.subject, issuer=self.oauth.issuer)
         return self._token(token, found, claims.expires_at, self.oauth.resource)
 
-    def _limits(self, entry: AgentEntry | None) -> tuple[Decimal | None, Decimal | None]:
+    def limits(self, entry: AgentEntry | None) -> tuple[Decimal | None, Decimal | None]:
         """An agent's daily budget and price cap: its entry's, else SMSRENT_AGENT_DAILY_BUDGET / _MAX_PRICE."""
         daily_budget, max_price = self._defaults
         if entry is None:
@@ -181,6 +189,24 @@ def principal(ctx: Context[Any] | ServerRequestContext[Any, Any]) -> Principal:
     if found is None:
         raise PermissionError("this request carries no accepted credential")
     return found
+
+
+_CALLER: ContextVar[Principal] = ContextVar("smsrent_caller", default=OWNER)
+
+
+async def caller_known(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+    """Middleware: the request's principal, for handlers the SDK gives no context (static resources, completions,
+    the subscription bus when a listen stream opens): see `current_caller`."""
+    token = _CALLER.set(principal(ctx))
+    try:
+        return await call_next(ctx)
+    finally:
+        _CALLER.reset(token)
+
+
+def current_caller() -> Principal:
+    """The principal of the request being handled (set by `caller_known`; the owner outside any request)."""
+    return _CALLER.get()
 
 
 def unauthorized(settings: Settings, route: str) -> JSONResponse:

@@ -53,8 +53,16 @@ def add_routes(app: App) -> None:
         if (refusal := _owner_only(app, request)) is not None:
             return refusal
         state = app.runtime.require()
+        entries = (
+            ()
+            if app.credentials is None or app.credentials.agents is None
+            else app.credentials.agents.current().entries
+        )
         body = await app.metrics.exposition(
-            state.rentals.ledger, list(state.rentals.providers), app.settings.daily_budget
+            state.rentals.ledger,
+            list(state.rentals.providers),
+            app.settings.daily_budget,
+            {entry.name: app.credentials.limits(entry)[0] for entry in entries if app.credentials is not None},
         )
         return Response(body, media_type=CONTENT_TYPE, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
 
@@ -104,6 +112,8 @@ async def dashboard_data(state: AppState, sandbox: bool) -> dict[str, Any]:
     agents = {DEFAULT_AGENT: Spend()}
     for (_provider, agent), money in spend_by(charges).items():
         agents[agent] = agents.get(agent, Spend()) + money
+    active = await ledger.rentals(active=True)
+    owners = await ledger.agents([r.rental_id for r in active])
     delays = [h.delay for h in await ledger.handovers(since)]
     outcomes = dict.fromkeys(RENTAL_OUTCOMES, 0)
     for record in await ledger.rental_records(since):
@@ -128,8 +138,9 @@ async def dashboard_data(state: AppState, sandbox: bool) -> dict[str, Any]:
                 "phone": r.phone,
                 "status": str(r.status),
                 "ends_at": r.ends_at.timestamp() if r.ends_at else None,
+                "agent": owners.get(r.rental_id, DEFAULT_AGENT),
             }
-            for r in await ledger.rentals(active=True)
+            for r in active
         ],
         "messages": [
             {

@@ -1,4 +1,5 @@
-"""Resources (JSON views over the ledger), the sign-up prompt, and argument completion."""
+"""Resources (JSON views over the ledger), the sign-up prompt, and argument completion: each shows the caller its
+own rentals only (an admin, every agent's)."""
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -7,9 +8,10 @@ from mcp.types import Completion, CompletionArgument, CompletionContext, PromptR
 from pydantic import Field
 
 from smsrent.domain.errors import InvalidInput, ProviderError, UnknownRental
+from smsrent.mcp.auth import current_caller, principal
 from smsrent.mcp.state import AppState, Runtime
 from smsrent.mcp.subscriptions import ACTIVE_URI, RECENT_URI
-from smsrent.mcp.views import RecentMessage, RecentMessages, RentalDetail, RentalView, SmsView
+from smsrent.mcp.views import RecentMessage, RecentMessages, RentalDetail, SmsView
 
 RENTAL_TEMPLATE = "smsrent://rentals/{rental_id}"
 RECENT_LIMIT = 20
@@ -27,9 +29,9 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
         mime_type="application/json",
     )
     async def active_rentals() -> str:
-        state = runtime.require()
-        rentals, stale = await state.rentals.list_rentals("active")
-        return state.rentals_result(rentals, stale).to_json()
+        state, caller = runtime.require(), current_caller()
+        rentals, stale = await state.rentals.list_rentals("active", caller=caller)
+        return (await state.rentals_result(rentals, stale, caller)).to_json()
 
     @mcp.resource(
         RENTAL_TEMPLATE,
@@ -39,16 +41,16 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
         mime_type="application/json",
     )
     async def rental(rental_id: str, ctx: Context[AppState]) -> str:
-        state = ctx.request_context.lifespan_context
+        state, caller = ctx.request_context.lifespan_context, principal(ctx)
         try:
-            found, stored = await state.rentals.messages(rental_id)
+            found, stored = await state.rentals.messages(rental_id, caller)
         except (InvalidInput, UnknownRental) as err:
             raise ResourceNotFoundError(err.message) from err
         except ProviderError:
-            found = await state.rentals.rental(rental_id)
+            found = await state.rentals.rental(rental_id, caller)
             stored = await state.rentals.ledger.messages(found.rental_id)
         detail = RentalDetail(
-            rental=RentalView.of(found),
+            rental=await state.view(found, caller),
             messages=[SmsView.from_message(s.message) for s in stored],
             sandbox=state.sandbox,
         )
@@ -62,8 +64,9 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
         mime_type="application/json",
     )
     async def recent_messages() -> str:
-        state = runtime.require()
-        messages = await state.rentals.ledger.recent_messages(RECENT_LIMIT)
+        state, caller = runtime.require(), current_caller()
+        agent = None if caller.is_admin else caller.name
+        messages = await state.rentals.ledger.recent_messages(RECENT_LIMIT, agent)
         items = [RecentMessage(rental_id=m.rental_id, sms=SmsView.from_message(m)) for m in messages]
         return RecentMessages(messages=items, sandbox=state.sandbox).to_json()
 
@@ -97,7 +100,10 @@ def register(mcp: MCPServer[AppState], runtime: Runtime) -> None:
             return None
         prefix = argument.value.casefold()
         if isinstance(ref, ResourceTemplateReference) and argument.name == "rental_id":
-            ids = [r.rental_id for r in await state.rentals.ledger.rentals()]
+            caller = current_caller()
+            ids = [
+                r.rental_id for r in await state.rentals.ledger.rentals(agent=None if caller.is_admin else caller.name)
+            ]
         elif isinstance(ref, PromptReference) and argument.name == "service":
             try:
                 ids = sorted({p.service for p in await state.rentals.catalogue.plans()})

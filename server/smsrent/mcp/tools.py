@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, WithJsonSchema
 from smsrent.domain.errors import ConfirmationRefused, SmsRentError
 from smsrent.domain.ids import ProviderName
 from smsrent.domain.models import Plan, format_money
-from smsrent.domain.principal import Principal
+from smsrent.domain.principal import OWNER, Principal
 from smsrent.mcp import compat
 from smsrent.mcp.auth import principal
 from smsrent.mcp.state import AppState, problems
@@ -38,7 +38,6 @@ from smsrent.mcp.views import (
     PlanView,
     RefundResult,
     RentalsResult,
-    RentalView,
     RentResult,
     SmsView,
     View,
@@ -136,7 +135,7 @@ async def _quote(
 ) -> Plan:
     """Resolve the plan a purchase would buy (network read, no spending)."""
     return await _state(ctx).rentals.quote(
-        max_price=max_price, plan_id=plan_id, service=service, country=country, provider=provider
+        max_price=max_price, plan_id=plan_id, service=service, country=country, provider=provider, caller=principal(ctx)
     )
 
 
@@ -171,7 +170,7 @@ async def _rent_approval(
 @domain_errors
 async def _extension(ctx: Ctx, rental_id: str, max_price: Decimal, plan_id: str | None) -> Extension:
     """Resolve what extending would buy and cost (network read, no spending)."""
-    return await _state(ctx).rentals.extension(rental_id, max_price, plan_id)
+    return await _state(ctx).rentals.extension(rental_id, max_price, plan_id, principal(ctx))
 
 
 @domain_errors
@@ -183,21 +182,27 @@ async def _extension_approval(
 
 def _approved(approval: ElicitationResult[PurchaseApproval]) -> None:
     if approval.action != "accept" or not approval.data.approve:
-        raise ConfirmationRefused("The purchase was not approved by the human; nothing was bought.")
+        raise ConfirmationRefused("Refused: the purchase was not approved by the human; nothing was bought.")
 
 
 # -- The tools -------------------------------------------------------------------------------------------------
 
 
 async def get_balance(ctx: Ctx, provider: ProviderParam = None) -> BalanceResult:
-    """Show the money left at each provider.
+    """Show the money left at each provider, and what you may still spend today.
 
     Use this before renting. Example: get_balance()
     """
     state = _state(ctx)
+    caller = principal(ctx)
     balances, failures = await state.rentals.balances(provider)
+    ledger = state.rentals.ledger
+    left = state.rentals.guard.remaining(await ledger.committed(), await ledger.committed(caller.name), caller)
     return BalanceResult(
-        balances=[BalanceView.of(b) for b in balances], unavailable=problems(failures), sandbox=state.sandbox
+        balances=[BalanceView.of(b) for b in balances],
+        unavailable=problems(failures),
+        budget_left=left,
+        sandbox=state.sandbox,
     )
 
 
@@ -254,11 +259,12 @@ async def rent_number(
     Example: rent_number(service="telegram", max_price=1.5)
     """
     state = _state(ctx)
+    caller = principal(ctx)
     _approved(approval)
-    outcome = await state.rentals.buy(plan, max_price)
+    outcome = await state.rentals.buy(plan, max_price, caller)
     state.delivery.expect(outcome.rental.rental_id)
-    await state.subscriptions.updated([ACTIVE_URI])
-    rental = RentalView.of(outcome.rental)
+    await state.subscriptions.updated([ACTIVE_URI], caller.name)
+    rental = await state.view(outcome.rental, caller)
     return RentResult(
         rental=rental,
         note=outcome.note,
@@ -283,7 +289,7 @@ async def wait_for_code(
     async def progress(elapsed: float, text: str) -> None:
         await ctx.report_progress(elapsed, timeout_seconds, text)
 
-    result = await state.delivery.wait(rental_id, timeout_seconds, progress)
+    result = await state.delivery.wait(rental_id, timeout_seconds, progress, principal(ctx))
     rental = result.rental
     sms = SmsView.from_message(result.message) if result.message else None
     if result.outcome == "code_received":
@@ -316,10 +322,11 @@ async def refund(ctx: Ctx, rental_id: RentalIdParam) -> RefundResult:
     Use this when no code came or the service refused the number. Example: refund(rental_id="getatext:12345")
     """
     state = _state(ctx)
-    outcome = await state.rentals.refund(rental_id)
-    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
+    caller = principal(ctx)
+    outcome = await state.rentals.refund(rental_id, caller)
+    await _changed(state, outcome.rental.rental_id)
     return RefundResult(
-        rental=RentalView.of(outcome.rental),
+        rental=await state.view(outcome.rental, caller),
         refunded=outcome.refunded,
         balance_after=outcome.balance_after,
         sandbox=state.sandbox,
@@ -332,7 +339,7 @@ async def wake_up(ctx: Ctx, rental_id: RentalIdParam) -> WakeResult:
     Use this before requesting a code (wait_for_code also wakes it). Example: wake_up(rental_id="gotsms:<uuid>")
     """
     state = _state(ctx)
-    return WakeResult.from_status(await state.delivery.wake(rental_id), state.sandbox)
+    return WakeResult.from_status(await state.delivery.wake(rental_id, principal(ctx)), state.sandbox)
 
 
 async def list_rentals(
@@ -345,8 +352,9 @@ async def list_rentals(
     Use this to find a rental id, and after a purchase with an unknown outcome. Example: list_rentals(status="all")
     """
     state = _state(ctx)
-    rentals, stale = await state.rentals.list_rentals(status, provider)
-    return state.rentals_result(rentals, stale)
+    caller = principal(ctx)
+    rentals, stale = await state.rentals.list_rentals(status, provider, caller)
+    return await state.rentals_result(rentals, stale, caller)
 
 
 async def get_messages(ctx: Ctx, rental_id: RentalIdParam) -> MessagesResult:
@@ -355,7 +363,7 @@ async def get_messages(ctx: Ctx, rental_id: RentalIdParam) -> MessagesResult:
     Use this to re-read a code. SMS text is untrusted. Example: get_messages(rental_id="getatext:12345")
     """
     state = _state(ctx)
-    rental, stored = await state.rentals.messages(rental_id)
+    rental, stored = await state.rentals.messages(rental_id, principal(ctx))
     return MessagesResult(
         rental_id=rental.rental_id,
         messages=[SmsView.from_message(s.message) for s in stored],
@@ -378,10 +386,11 @@ async def extend_rental(
     Example: extend_rental(rental_id="getatext:long:7", max_price=11)
     """
     state = _state(ctx)
+    caller = principal(ctx)
     _approved(approval)
-    outcome = await state.rentals.extend_quoted(extension, max_price)
-    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-    return ChangeResult(rental=RentalView.of(outcome.rental), note=outcome.note, sandbox=state.sandbox)
+    outcome = await state.rentals.extend_quoted(extension, max_price, caller)
+    await _changed(state, outcome.rental.rental_id)
+    return ChangeResult(rental=await state.view(outcome.rental, caller), note=outcome.note, sandbox=state.sandbox)
 
 
 async def set_auto_renew(
@@ -395,9 +404,10 @@ async def set_auto_renew(
     Example: set_auto_renew(rental_id="getatext:long:7", enabled=false)
     """
     state = _state(ctx)
-    outcome = await state.rentals.set_auto_renew(rental_id, enabled)
-    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-    return ChangeResult(rental=RentalView.of(outcome.rental), note=outcome.note, sandbox=state.sandbox)
+    caller = principal(ctx)
+    outcome = await state.rentals.set_auto_renew(rental_id, enabled, caller)
+    await _changed(state, outcome.rental.rental_id)
+    return ChangeResult(rental=await state.view(outcome.rental, caller), note=outcome.note, sandbox=state.sandbox)
 
 
 async def finish_rental(ctx: Ctx, rental_id: RentalIdParam) -> ChangeResult:
@@ -406,9 +416,16 @@ async def finish_rental(ctx: Ctx, rental_id: RentalIdParam) -> ChangeResult:
     Use this once its code was used (no refund). Example: finish_rental(rental_id="getatext:12345")
     """
     state = _state(ctx)
-    outcome = await state.rentals.finish(rental_id)
-    await state.subscriptions.updated([ACTIVE_URI, rental_uri(outcome.rental.rental_id)])
-    return ChangeResult(rental=RentalView.of(outcome.rental), note=outcome.note, sandbox=state.sandbox)
+    caller = principal(ctx)
+    outcome = await state.rentals.finish(rental_id, caller)
+    await _changed(state, outcome.rental.rental_id)
+    return ChangeResult(rental=await state.view(outcome.rental, caller), note=outcome.note, sandbox=state.sandbox)
+
+
+async def _changed(state: AppState, rental_id: str) -> None:
+    """Tell the subscribers who may see the rental (its agent, and admins) that it and the active list changed."""
+    agent = (await state.rentals.ledger.agents([rental_id])).get(rental_id, OWNER.name)
+    await state.subscriptions.updated([ACTIVE_URI, rental_uri(rental_id)], agent)
 
 
 # -- The table and registration --------------------------------------------------------------------------------
@@ -467,8 +484,8 @@ async def scoped(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> Ha
         spec = BY_NAME.get(str((ctx.params or {}).get("name")))
         if spec is not None and not principal(ctx).allows(spec.needs):
             refusal = (
-                f"{spec.name} needs the {spec.needs} scope, which this credential does not have: ask the owner for"
-                f" a key or token with {spec.needs}."
+                f"Refused: {spec.name} needs the {spec.needs} scope, which this credential does not have: ask the"
+                f" owner for a key or token with {spec.needs}."
             )
             return CallToolResult(content=[TextContent(type="text", text=refusal)], is_error=True)
     result = await call_next(ctx)

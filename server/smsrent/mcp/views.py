@@ -83,6 +83,7 @@ class RentalView(View):
     started_at: UtcTime | None = None
     ends_at: UtcTime | None = None
     auto_renew: bool | None = None
+    agent: str | None = Field(None, description="Shown to admins only: the agent it belongs to, when not you.")
 
 
 class SmsView(View):
@@ -140,6 +141,11 @@ Problems = Annotated[
 class BalanceResult(View):
     balances: list[BalanceView]
     unavailable: Problems = None
+    budget_left: Money | None = Field(
+        None,
+        description="What you may still commit in the rolling 24 h under the daily budgets (yours and the server's);"
+        " absent when none is set.",
+    )
     currency: Currency = "USD"
     sandbox: Sandbox
 

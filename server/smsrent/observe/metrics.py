@@ -4,13 +4,14 @@ Cluster-wide series are computed from the ledger at each scrape (a custom collec
 after a restart and, with a shared ledger, identical on every replica: aggregate them with `max`. Per-replica
 series count what this process did (provider requests, waiters, the delivery latency histogram): aggregate
 them with `sum`. Label values are bounded: provider names, route templates, status classes, outcome words,
-and agent names from the configuration (`owner` until agents exist).
+and agent names from the configuration (the agents file's, and `owner`; any other agent, an OAuth subject the
+file does not name, counts as `_other`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import anyio
@@ -28,6 +29,7 @@ from smsrent.service.ledger import DEFAULT_AGENT, Charge, Handover, Ledger, Refu
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # No `_created` series beside each counter and histogram: nothing here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
+OTHER_AGENT = "_other"  # the label of agents the configuration does not name
 DELIVERY_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -40,6 +42,11 @@ class LedgerFigures:
     refusals: Sequence[Refusal]
     committed: Decimal
     daily_budget: Decimal | None
+    agents: Mapping[str, Decimal | None]  # each configured agent's daily budget (None: none), the owner's included
+    committed_by: Mapping[str, Decimal]  # what each configured agent with a budget committed in 24 h
+
+    def label(self, agent: str) -> str:
+        return agent if agent in self.agents else OTHER_AGENT
 
 
 class _LedgerCollector(Collector):
@@ -51,14 +58,14 @@ class _LedgerCollector(Collector):
 
 
 def _ledger_series(figures: LedgerFigures) -> Iterator[Metric]:
-    agents = [DEFAULT_AGENT]
+    agents = [DEFAULT_AGENT]  # every configured agent's series appear once it has bought or been refused
     spend = CounterMetricFamily(
         "smsrent_spend_usd", "Settled charges of bought purchases, USD (cluster-wide).", labels=["provider", "agent"]
     )
     refunds = CounterMetricFamily(
         "smsrent_refunds_usd", "Refunds credited to bought purchases, USD (cluster-wide).", labels=["provider", "agent"]
     )
-    totals = spend_by(figures.charges)
+    totals = spend_by(replace(c, agent=figures.label(c.agent)) for c in figures.charges)
     for provider, agent in sorted({*totals, *((p, a) for p in figures.providers for a in agents)}):
         money = totals.get((provider, agent), Spend())
         spend.add_metric([provider, agent], float(money.spent))
@@ -66,7 +73,10 @@ def _ledger_series(figures: LedgerFigures) -> Iterator[Metric]:
     yield spend
     yield refunds
 
-    counted = outcomes(figures.charges, figures.refusals)
+    counted = outcomes(
+        (replace(c, agent=figures.label(c.agent)) for c in figures.charges),
+        (replace(r, agent=figures.label(r.agent)) for r in figures.refusals),
+    )
     keys = {(p, a) for p, a, _ in counted} | {(p, a) for p in figures.providers for a in agents}
     purchases = CounterMetricFamily(
         "smsrent_purchases",
@@ -89,13 +99,18 @@ def _ledger_series(figures: LedgerFigures) -> Iterator[Metric]:
     yield purchases
     yield unsettled
 
+    remaining = GaugeMetricFamily(
+        "smsrent_budget_remaining_usd",
+        "Daily budget not yet spent or reserved (rolling 24 h), USD (cluster-wide): the server's"
+        " (SMSRENT_DAILY_BUDGET) as agent owner, and each agent's own that has one.",
+        labels=["agent"],
+    )
     if figures.daily_budget is not None:
-        remaining = GaugeMetricFamily(
-            "smsrent_budget_remaining_usd",
-            "Daily budget (SMSRENT_DAILY_BUDGET, rolling 24 h) not yet spent or reserved, USD (cluster-wide).",
-            labels=["agent"],
-        )
         remaining.add_metric([DEFAULT_AGENT], float(figures.daily_budget - figures.committed))
+    for agent, budget in sorted(figures.agents.items()):
+        if budget is not None and agent != DEFAULT_AGENT:
+            remaining.add_metric([agent], float(budget - figures.committed_by.get(agent, Decimal(0))))
+    if remaining.samples:
         yield remaining
 
 
@@ -137,11 +152,25 @@ class Metrics:
     def code_handed_over(self, message: Message, at: float) -> None:
         self._delivery.observe(Handover(message.rental_id, message.received_at, at).delay)
 
-    async def exposition(self, ledger: Ledger, providers: Sequence[str], daily_budget: Decimal | None) -> bytes:
-        """The text exposition, with the ledger-derived series read now."""
+    async def exposition(
+        self,
+        ledger: Ledger,
+        providers: Sequence[str],
+        daily_budget: Decimal | None,
+        agents: Mapping[str, Decimal | None] | None = None,
+    ) -> bytes:
+        """The text exposition, with the ledger-derived series read now; `agents`: the configured agents' daily
+        budgets (by name; the owner is always one)."""
+        known = {DEFAULT_AGENT: None, **(agents or {})}
         async with self._scrape:  # the collector holds one scrape's figures at a time
             self._ledger.figures = LedgerFigures(
-                providers, await ledger.charges(), await ledger.refusals(), await ledger.committed(), daily_budget
+                providers,
+                await ledger.charges(),
+                await ledger.refusals(),
+                await ledger.committed(),
+                daily_budget,
+                known,
+                {name: await ledger.committed(name) for name, budget in known.items() if budget is not None},
             )
             try:
                 return generate_latest(self.registry)

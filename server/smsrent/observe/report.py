@@ -13,6 +13,7 @@ import io
 import json
 import re
 from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -48,23 +49,33 @@ async def run_report(settings: Settings, seconds: float, agent: str | None, fmt:
     """The report over the last `seconds` (on the ledger's clock) from the configured ledger, or a sentence saying
     why there is nothing to report."""
     path = settings.ledger_name
+
+    async def read(ledger: Ledger) -> str:
+        report = await build(
+            ledger, since=await ledger.now() - seconds, agent=agent, daily_budget=settings.daily_budget
+        )
+        if report.empty and fmt == "table":
+            who = f" for agent {agent}" if agent else ""
+            return nothing(
+                f"the ledger at {path} has no purchase, rental or code{who} since {iso(report.since)}.", settings
+            )
+        return render(report, fmt, path)
+
+    return await reading(settings, read)
+
+
+async def reading(settings: Settings, read: Callable[[Ledger], Awaitable[str]]) -> str:
+    """`read` on the configured ledger (opened for it, then closed), or a sentence saying there is none yet."""
     if settings.database_url is None and not settings.ledger_path.exists():
-        return _nothing(f"there is no ledger at {path} yet.", settings)
+        return nothing(f"there is no ledger at {settings.ledger_name} yet.", settings)
     ledger = await open_ledger(settings.ledger_path, settings.database_url)
     try:
-        since = await ledger.now() - seconds
-        report = await build(ledger, since=since, agent=agent, daily_budget=settings.daily_budget)
+        return await read(ledger)
     finally:
         await ledger.close()
-    if report.empty and fmt == "table":
-        who = f" for agent {agent}" if agent else ""
-        return _nothing(
-            f"the ledger at {path} has no purchase, rental or code{who} since {_iso(report.since)}.", settings
-        )
-    return render(report, fmt, path)
 
 
-def _nothing(why: str, settings: Settings) -> str:
+def nothing(why: str, settings: Settings) -> str:
     return f"Nothing to report: {why}" + (f" {SANDBOX_NOTE}" if settings.use_sandbox else "") + "\n"
 
 
@@ -163,8 +174,8 @@ def render(report: Report, fmt: Format, ledger_path: Path | str) -> str:
 def _as_json(report: Report, ledger_path: Path | str) -> dict[str, Any]:
     total = report.total
     return {
-        "since": _iso(report.since),
-        "until": _iso(report.until),
+        "since": iso(report.since),
+        "until": iso(report.until),
         "agent": report.agent,
         "ledger": str(ledger_path),
         "currency": "USD",
@@ -185,39 +196,37 @@ def _as_json(report: Report, ledger_path: Path | str) -> dict[str, Any]:
 
 
 def _as_csv(report: Report) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["section", "provider", "agent", "figure", "value"])
+    rows: list[list[object]] = [["section", "provider", "agent", "figure", "value"]]
     for line in report.spend:
-        writer.writerow(["spend", line.provider, line.agent, "bought", line.bought])
+        rows.append(["spend", line.provider, line.agent, "bought", line.bought])
         for name, amount in line.money.formatted().items():
-            writer.writerow(["spend", line.provider, line.agent, name, amount])
+            rows.append(["spend", line.provider, line.agent, name, amount])
     for name, amount in report.total.formatted().items():
-        writer.writerow(["spend", "", "", name, amount])
+        rows.append(["spend", "", "", name, amount])
     if report.budget is not None:
         for name, amount in report.budget.formatted().items():
-            writer.writerow(["budget", "", "", name, amount])
+            rows.append(["budget", "", "", name, amount])
     for section, counts in (("purchases", report.purchases), ("rentals", report.rentals)):
         for name, count in counts.items():
-            writer.writerow([section, "", "", name, count])
-    writer.writerow(["rentals", "", "", "refund_rate", _rounded(report.refund_rate, 4) or ""])
-    writer.writerow(["delivery", "", "", "codes", len(report.delays)])
+            rows.append([section, "", "", name, count])
+    rows.append(["rentals", "", "", "refund_rate", _rounded(report.refund_rate, 4) or ""])
+    rows.append(["delivery", "", "", "codes", len(report.delays)])
     for name, share in (("p50_seconds", 0.5), ("p95_seconds", 0.95)):
-        writer.writerow(["delivery", "", "", name, _rounded(percentile(report.delays, share), 3) or ""])
-    return out.getvalue()
+        rows.append(["delivery", "", "", name, _rounded(percentile(report.delays, share), 3) or ""])
+    return csv_text(rows)
 
 
 def _as_table(report: Report, ledger_path: Path | str) -> str:
     who = f"agent {report.agent}" if report.agent else "every agent"
     lines = [
-        f"smsrent report: {_iso(report.since)} to {_iso(report.until)}, {who}",
+        f"smsrent report: {iso(report.since)} to {iso(report.until)}, {who}",
         f"ledger: {ledger_path}",
         "",
     ]
     rows = [["spend (USD)", "", "bought", "spent", "refunded", "net"]]
     rows += [[s.provider, s.agent, str(s.bought), *s.money.formatted().values()] for s in report.spend]
     rows.append(["total", "", str(sum(s.bought for s in report.spend)), *report.total.formatted().values()])
-    lines += _aligned(rows)
+    lines += aligned(rows, left=2)
     if report.budget is None:
         lines.append("daily budget: none set (SMSRENT_DAILY_BUDGET)")
     else:
@@ -239,17 +248,24 @@ def _as_table(report: Report, ledger_path: Path | str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _aligned(rows: list[list[str]]) -> list[str]:
+def aligned(rows: Sequence[Sequence[str]], left: int) -> list[str]:
+    """Rows as table lines: the first `left` columns aligned left, the others (figures) right."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        )
+            cell.ljust(w) if i < left else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in rows
     ]
 
 
-def _iso(epoch: float) -> str:
+def csv_text(rows: Iterable[Sequence[object]]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue()
+
+
+def iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 

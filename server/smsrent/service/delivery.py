@@ -21,6 +21,7 @@ import anyio
 from smsrent.domain.errors import ProviderError
 from smsrent.domain.ids import parse_rental_id
 from smsrent.domain.models import Message, NumberStatus, Receipt, Rental, RentalStatus
+from smsrent.domain.principal import OWNER, Principal
 from smsrent.providers.base import AccountInbox, Wakeable
 from smsrent.providers.getatext import WebhookCode
 from smsrent.service.pollers import InboxPoller, Poller, RentalPoller, Schedule
@@ -150,11 +151,13 @@ class Delivery:
                 observer(message, at)
         return message
 
-    async def wait(self, rental_id: str, seconds: float, progress: Progress | None = None) -> WaitResult:
-        """The next message of this rental not returned before, waiting at most `seconds`."""
+    async def wait(
+        self, rental_id: str, seconds: float, progress: Progress | None = None, caller: Principal = OWNER
+    ) -> WaitResult:
+        """The next message of this rental (the caller's) not returned before, waiting at most `seconds`."""
         ref = parse_rental_id(rental_id)
         key = str(ref)
-        rental = await self.rentals.rental(ref)
+        rental = await self.rentals.rental(ref, caller)
         started = time.monotonic()
         self._waiters[key] += 1
         self._started[key] = rental.started_at.timestamp() if rental.started_at else 0.0
@@ -217,10 +220,10 @@ class Delivery:
         upcoming = [t - now for t in (awake.online_at, awake.online_till) if t > now]
         return max(0.05, min(upcoming, default=PROGRESS_EVERY))
 
-    async def wake(self, rental_id: str) -> NumberStatus:
-        """The wake_up tool: wake a sleeping number now, and remember its windows for the waits."""
+    async def wake(self, rental_id: str, caller: Principal = OWNER) -> NumberStatus:
+        """The wake_up tool: wake a caller's sleeping number now, and remember its windows for the waits."""
         async with self._wake_locks[rental_id]:
-            status = await self.rentals.wake_up(rental_id)
+            status = await self.rentals.wake_up(rental_id, caller)
             self._remember(rental_id, status)
             return status
 

@@ -26,6 +26,7 @@ from smsrent.config import SETTLE_AFTER
 from smsrent.domain.errors import GuardRefusal, ProviderError, PurchaseUnsettled
 from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.domain.models import Receipt, Rental, format_money
+from smsrent.domain.principal import OWNER, Principal
 from smsrent.providers.base import Provider, RentListing
 from smsrent.service.accounts import Accounts
 from smsrent.service.guard import MoneyGuard
@@ -74,12 +75,13 @@ class Purchases:
         plan_id: str | None = None,
         source_rental_id: str | None = None,
         price: Decimal | None = None,
+        caller: Principal = OWNER,
     ) -> Outcome:
         """Reserve, record the intent, make the one call that spends, and record its outcome.
 
         `source_rental_id`: the rental extended, renewed or re-rented. `price`: what the purchase costs when the
         provider's answer does not say (a GotSMS transition answers with the rent alone, whose price is not what
-        this step charged)."""
+        this step charged). `caller`: whose purchase it is (its budget and the server's both apply)."""
         try:
             await self.reconcile(provider.name)
         except ProviderError as err:
@@ -87,7 +89,7 @@ class Purchases:
             log.warning("could not reconcile %s before buying: %s", provider.name, err.message)
         async with self.purchase_lock(provider):
             purchase_id = await self._reserve(
-                provider, kind, max_price, plan_id=plan_id, source_rental_id=source_rental_id
+                provider, kind, max_price, plan_id=plan_id, source_rental_id=source_rental_id, caller=caller
             )
             self._inflight[purchase_id] = provider.name
             by_balance = settlement(provider, kind, plan_id) == "balance"
@@ -106,26 +108,30 @@ class Purchases:
         *,
         plan_id: str | None,
         source_rental_id: str | None,
+        caller: Principal,
     ) -> int:
-        """Reserve `max_price` for a purchase, atomically with the daily budget check."""
-        async with self.refusal_noted(provider.name, max_price):
+        """Reserve `max_price` for the caller's purchase, atomically with the daily budget checks."""
+        async with self.refusal_noted(provider.name, max_price, caller):
             return await self.ledger.reserve(
                 provider=provider.name,
                 kind=kind,
                 amount=max_price,
                 plan_id=plan_id,
                 source_rental_id=source_rental_id,
-                check=self.guard.daily_check(max_price, provider.display_name),
+                agent=caller.name,
+                check=self.guard.daily_check(max_price, provider.display_name, caller),
             )
 
     @asynccontextmanager
-    async def refusal_noted(self, provider: str | None, max_price: Decimal) -> AsyncIterator[None]:
-        """A money-guard refusal of a purchase of up to `max_price` is recorded in the ledger (for the figures and
-        the audit), then raised."""
+    async def refusal_noted(
+        self, provider: str | None, max_price: Decimal, caller: Principal = OWNER
+    ) -> AsyncIterator[None]:
+        """A money-guard refusal of the caller's purchase of up to `max_price` is recorded in the ledger (for the
+        figures and the audit), then raised."""
         try:
             yield
         except GuardRefusal as err:
-            await self.ledger.note_refusal(provider=provider, amount=max_price, note=err.message)
+            await self.ledger.note_refusal(provider=provider, amount=max_price, note=err.message, agent=caller.name)
             raise
 
     async def _release(self, purchase_id: int) -> None:

@@ -1,5 +1,9 @@
 """Rentals: reads and changes of the rentals on the configured providers (balances, the rental list, messages,
-purchases through the purchase protocol, refunds, extensions, auto-renewal, finishing, wake-ups)."""
+purchases through the purchase protocol, refunds, extensions, auto-renewal, finishing, wake-ups).
+
+Every rental belongs to an agent (the one whose purchase bought it; the owner for rentals from before agents and
+for those adopted from a provider's listing). A caller (`Principal`) sees and acts on its own rentals only; to it,
+another agent's rental is exactly an unknown one. An admin sees every rental, and acts on any with `spend`."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from smsrent.domain.errors import (
 )
 from smsrent.domain.ids import ProviderName, Ref, parse_plan_id, parse_rental_id
 from smsrent.domain.models import Balance, Message, NumberStatus, Plan, Receipt, Rental, RentalStatus
+from smsrent.domain.principal import OWNER, Principal
 from smsrent.providers.base import (
     Extendable,
     Finishable,
@@ -84,11 +89,14 @@ class Rentals:
         """Each selected provider's balance, and the providers that could not say."""
         return await self.providers.each(provider, lambda p: p.get_balance())
 
-    async def rental(self, rental_id: str | Ref) -> Rental:
-        """A rental from the ledger; one it does not know is refused before any network call (list_rentals
-        adopts rentals made elsewhere, on the provider's website say)."""
+    async def rental(self, rental_id: str | Ref, caller: Principal = OWNER) -> Rental:
+        """A rental of the caller's from the ledger; one it does not know, or another agent's, is refused (in the
+        same words) before any network call (list_rentals adopts rentals made elsewhere, on the provider's website
+        say)."""
         ref = rental_id if isinstance(rental_id, Ref) else parse_rental_id(rental_id)
         known = await self.ledger.rental(str(ref))
+        if known is not None and not caller.is_admin:
+            known = known if (await self.ledger.agents([known.rental_id])).get(known.rental_id) == caller.name else None
         if known is None:
             raise UnknownRental(
                 f"No rental {ref} is known here; call list_rentals to see your rentals (it also picks up rentals"
@@ -98,9 +106,10 @@ class Rentals:
         return known
 
     async def list_rentals(
-        self, status: RentalFilter = "active", provider: ProviderName | None = None
+        self, status: RentalFilter = "active", provider: ProviderName | None = None, caller: Principal = OWNER
     ) -> tuple[list[Rental], dict[str, str]]:
-        """Rentals from the ledger after refreshing them from the providers; failures to refresh are reported."""
+        """The caller's rentals (an admin's: all) from the ledger after refreshing them from the providers; failures
+        to refresh are reported."""
         stale: dict[str, str] = {}
         for p in self.providers.selected(provider):
             try:
@@ -109,7 +118,8 @@ class Rentals:
             except ProviderError as err:
                 stale[p.name] = err.message
         active = {"active": True, "ended": False, "all": None}[status]
-        return await self.ledger.rentals(active=active, provider=provider), stale
+        agent = None if caller.is_admin else caller.name
+        return await self.ledger.rentals(active=active, provider=provider, agent=agent), stale
 
     async def _refresh(self, provider: Provider) -> None:
         """Bring the ledger's rentals of one provider up to date, adopting active ones made elsewhere."""
@@ -130,10 +140,10 @@ class Rentals:
             if rental.rental_id in known or not rental.status.ended:
                 await self.ledger.save_rental(rental)
 
-    async def messages(self, rental_id: str) -> tuple[Rental, list[StoredMessage]]:
-        """Every message of a rental: fetched from the provider, stored, then read back from the ledger."""
+    async def messages(self, rental_id: str, caller: Principal = OWNER) -> tuple[Rental, list[StoredMessage]]:
+        """Every message of a caller's rental: fetched from the provider, stored, then read back from the ledger."""
         ref = parse_rental_id(rental_id)
-        rental = await self.rental(ref)
+        rental = await self.rental(ref, caller)
         await self.record_messages(await self.provider(ref.provider).get_messages(ref))
         return rental, await self.ledger.messages(str(ref))
 
@@ -161,13 +171,14 @@ class Rentals:
         service: str | None = None,
         country: str | None = None,
         provider: ProviderName | None = None,
+        caller: Principal = OWNER,
     ) -> Plan:
         """The plan a purchase would buy: the given one, or the cheapest match within `max_price`, at the price
         the provider lists right now."""
         if (plan_id is None) == (service is None):
             raise InvalidInput("Give either plan_id (from list_plans) or service (optionally with country), not both.")
-        async with self.purchases.refusal_noted(provider, max_price):
-            self.guard.check_cap(max_price)
+        async with self.purchases.refusal_noted(provider, max_price, caller):
+            self.guard.check_cap(max_price, caller)
         if plan_id is not None:
             ref = parse_plan_id(plan_id)
             if provider is not None and provider != ref.provider:
@@ -181,19 +192,19 @@ class Rentals:
                 f"{plan.plan_id} has no published price, so it cannot be bought under a price cap; the owner can set"
                 " GETATEXT_LONG_RENTAL_PRICES from the Getatext website."
             )
-        async with self.purchases.refusal_noted(plan.provider, max_price):
-            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        async with self.purchases.refusal_noted(plan.provider, max_price, caller):
+            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}", caller)
         return plan
 
-    async def buy(self, plan: Plan, max_price: Decimal) -> Outcome:
-        """Rent a number on `plan` (already quoted), spending at most `max_price`."""
+    async def buy(self, plan: Plan, max_price: Decimal, caller: Principal = OWNER) -> Outcome:
+        """Rent a number on `plan` (already quoted) for the caller, spending at most `max_price`."""
         assert plan.price is not None
-        async with self.purchases.refusal_noted(plan.provider, max_price):
-            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}")
+        async with self.purchases.refusal_noted(plan.provider, max_price, caller):
+            self.guard.check_price(plan.price, max_price, f"plan {plan.plan_id}", caller)
         provider = self.provider(plan.provider)
         ref = parse_plan_id(plan.plan_id)
         outcome = await self.purchases.spend(
-            provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id
+            provider, "rent", max_price, lambda: provider.rent(ref), plan_id=plan.plan_id, caller=caller
         )
         rental = await self._fill_in(outcome.rental, plan_id=plan.plan_id, price=plan.price, service=plan.service)
         return Outcome(rental, outcome.note)
@@ -206,10 +217,10 @@ class Rentals:
 
     # -- Changing rentals -----------------------------------------------------------------------------
 
-    async def refund(self, rental_id: str) -> RefundOutcome:
-        """Give a rental back (GotSMS refund, Getatext cancel-rental or long-rental cancel)."""
+    async def refund(self, rental_id: str, caller: Principal = OWNER) -> RefundOutcome:
+        """Give a caller's rental back (GotSMS refund, Getatext cancel-rental or long-rental cancel)."""
         ref = parse_rental_id(rental_id)
-        rental = await self.rental(ref)
+        rental = await self.rental(ref, caller)
         provider = self.provider(ref.provider)
         # Not during a serialized purchase: a refund's credit would hide the purchase's charge if its answer were
         # lost, and a long rental's refund is measured on the balance.
@@ -257,13 +268,16 @@ class Rentals:
             status_code=err.status_code,
         ) from err
 
-    async def extension(self, rental_id: str, max_price: Decimal, plan_id: str | None = None) -> Extension:
-        """What extending a rental would buy and cost (reads only): a move to the longer `plan_id` (GotSMS), a
-        renewal in place (Getatext long rentals), or a new rental of the same number (Getatext re-rent)."""
+    async def extension(
+        self, rental_id: str, max_price: Decimal, plan_id: str | None = None, caller: Principal = OWNER
+    ) -> Extension:
+        """What extending a caller's rental would buy and cost (reads only): a move to the longer `plan_id`
+        (GotSMS), a renewal in place (Getatext long rentals), or a new rental of the same number (Getatext
+        re-rent)."""
         ref = parse_rental_id(rental_id)
-        async with self.purchases.refusal_noted(ref.provider, max_price):
-            self.guard.check_cap(max_price)
-        rental = await self.rental(ref)
+        async with self.purchases.refusal_noted(ref.provider, max_price, caller):
+            self.guard.check_cap(max_price, caller)
+        rental = await self.rental(ref, caller)
         provider = self.provider(ref.provider)
         style = provider.extension(ref) if isinstance(provider, Extendable) else None
         target: Plan | None = None
@@ -275,7 +289,7 @@ class Rentals:
                     f"{provider.display_name} extends a rental by moving it to a longer plan: pass plan_id of a"
                     " weekly or monthly plan for the same service and country (see list_plans)."
                 )
-            target = await self.quote(max_price=max_price, plan_id=plan_id)
+            target = await self.quote(max_price=max_price, plan_id=plan_id, caller=caller)
             price = target.price
         elif plan_id is not None:
             raise InvalidInput(
@@ -285,16 +299,16 @@ class Rentals:
             price = rental.price if style == "renewal" else await self._current_price(provider, rental)
         if price is None:
             raise InvalidInput(f"The price of extending {ref} is unknown, so it cannot be bought under a price cap.")
-        async with self.purchases.refusal_noted(ref.provider, max_price):
-            self.guard.check_price(price, max_price, f"extending {ref}")
+        async with self.purchases.refusal_noted(ref.provider, max_price, caller):
+            self.guard.check_price(price, max_price, f"extending {ref}", caller)
         return Extension(ref, rental, price, target)
 
-    async def extend_quoted(self, extension: Extension, max_price: Decimal) -> Outcome:
-        """Buy an extension already quoted (and, where needed, approved)."""
+    async def extend_quoted(self, extension: Extension, max_price: Decimal, caller: Principal = OWNER) -> Outcome:
+        """Buy an extension already quoted (and, where needed, approved) for the caller."""
         ref, rental, price, target = extension.ref, extension.rental, extension.price, extension.plan
         provider = self.provider(ref.provider)
-        async with self.purchases.refusal_noted(ref.provider, max_price):
-            self.guard.check_price(price, max_price, f"extending {ref}")
+        async with self.purchases.refusal_noted(ref.provider, max_price, caller):
+            self.guard.check_price(price, max_price, f"extending {ref}", caller)
         assert isinstance(provider, Extendable)
         style = provider.extension(ref)
         plan = parse_plan_id(target.plan_id) if target is not None else None
@@ -305,7 +319,14 @@ class Rentals:
         if style == "longer_plan":
             assert target is not None
             outcome = await self.purchases.spend(
-                provider, "extend", max_price, call, plan_id=target.plan_id, source_rental_id=str(ref), price=price
+                provider,
+                "extend",
+                max_price,
+                call,
+                plan_id=target.plan_id,
+                source_rental_id=str(ref),
+                price=price,
+                caller=caller,
             )
             try:  # the move's answer has the id and status only; the rent list has the new end and price
                 current = (await provider.get_rental(ref)).rental
@@ -314,7 +335,7 @@ class Rentals:
             return Outcome(await self.ledger.save_rental(_with(current, plan_id=target.plan_id)), outcome.note)
         kind: PurchaseKind = "renew" if style == "renewal" else "rent"
         outcome = await self.purchases.spend(
-            provider, kind, max_price, call, plan_id=rental.plan_id, source_rental_id=str(ref)
+            provider, kind, max_price, call, plan_id=rental.plan_id, source_rental_id=str(ref), caller=caller
         )
         if style == "renewal":
             return outcome
@@ -327,18 +348,18 @@ class Rentals:
         plan = next((p for p in plans if p.plan_id == rental.plan_id or p.service == rental.service), None)
         return plan.price if plan else None
 
-    async def set_auto_renew(self, rental_id: str, enabled: bool) -> Outcome:
+    async def set_auto_renew(self, rental_id: str, enabled: bool, caller: Principal = OWNER) -> Outcome:
         """Set auto-renewal to the wanted state (where it can only be flipped: see `_switch_renewal`)."""
         if enabled:
-            self.guard.check_auto_renew()
+            self.guard.check_auto_renew(caller)
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
         if isinstance(provider, FlipsAutoRenew) and provider.auto_renews(ref):
-            await self.rental(ref)
+            await self.rental(ref, caller)
             async with self.ledger.lock(f"rental:{ref}"):  # two switches at once would undo each other
                 return await self._switch_renewal(provider, ref, enabled)
         if isinstance(provider, SetsAutoRenew) and provider.auto_renews(ref):
-            await self.rental(ref)
+            await self.rental(ref, caller)
             return Outcome(await self.record(await provider.set_auto_renew(ref, enabled)))
         renewing = [p for p in self.providers.values() if isinstance(p, FlipsAutoRenew | SetsAutoRenew)]
         raise Unsupported(_only([f"{p.display_name} {p.auto_renewing}" for p in renewing], "can auto-renew"))
@@ -373,7 +394,7 @@ class Rentals:
             provider=provider.name,
         )
 
-    async def finish(self, rental_id: str) -> Outcome:
+    async def finish(self, rental_id: str, caller: Principal = OWNER) -> Outcome:
         """Mark a rental completed (the code was used), where the provider has that."""
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
@@ -384,10 +405,10 @@ class Rentals:
                 f"{_only(finishing, 'can be marked completed')}; other rentals end on their own, or with refund"
                 " while they are refundable."
             )
-        await self.rental(ref)
+        await self.rental(ref, caller)
         return Outcome(await self.record(await provider.finish_rental(ref)))
 
-    async def wake_up(self, rental_id: str) -> NumberStatus:
+    async def wake_up(self, rental_id: str, caller: Principal = OWNER) -> NumberStatus:
         """Wake a sleeping number; an already awake or queued number just reports its windows."""
         ref = parse_rental_id(rental_id)
         provider = self.provider(ref.provider)
@@ -397,7 +418,7 @@ class Rentals:
                 f"{_only([f'{name} numbers' for name in sleeping], 'sleep')}; {provider.display_name} numbers are"
                 " always online."
             )
-        await self.rental(ref)
+        await self.rental(ref, caller)
         status = await provider.number_state(ref)
         if status.can_wake_up:
             try:

@@ -190,7 +190,7 @@ function renderActive(rentals) {
   const rows = rentals.map((r) => {
     const countdown = el("td", left(r.ends_at), "countdown");
     deadlines.push([countdown, r.ends_at]);
-    return row([r.rental_id, r.service || "-", el("td", r.phone || "-", "phone"), countdown]);
+    return row([r.rental_id, r.agent, r.service || "-", el("td", r.phone || "-", "phone"), countdown]);
   });
   $("active").tBodies[0].replaceChildren(...rows);
   $("active-empty").hidden = rentals.length > 0;

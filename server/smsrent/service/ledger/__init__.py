@@ -30,6 +30,9 @@ DEFAULT_AGENT = "owner"  # the agent (the owner) of every purchase, rental and r
 PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
 PurchaseKind = Literal["rent", "extend", "renew"]
 UNSETTLED: tuple[PurchaseState, ...] = ("reserved", "uncertain")
+Check = Callable[[Decimal, int, Decimal], None]
+"""What a reservation checks, atomically with it: (money committed in 24 h by everyone, this provider's uncertain
+purchases, money committed in 24 h by the purchase's agent); it may refuse by raising."""
 
 
 class LedgerUnusable(Exception):
@@ -96,6 +99,21 @@ class RentalRecord:
 
 
 @dataclass(frozen=True)
+class AuditEntry:
+    """Something done with money or a credential: a purchase, refund, extension, renewal change, refusal, or a
+    failed authentication (no agent then: the presented credential's fingerprint, never the credential)."""
+
+    at: float
+    agent: str | None
+    action: str  # the tool, or `authenticate`
+    outcome: str  # ok, refused, failed, unauthenticated
+    rental_id: str | None = None
+    amount: Decimal | None = None
+    detail: str | None = None
+    credential: str | None = None  # the fingerprint of a refused credential
+
+
+@dataclass(frozen=True)
 class Handover:
     """A message `wait_for_code` returned: the provider's `received_at` and the moment the waiter got it."""
 
@@ -152,8 +170,15 @@ class Ledger(Protocol):
 
     async def rental(self, rental_id: str) -> Rental | None: ...
 
-    async def rentals(self, *, active: bool | None = None, provider: str | None = None) -> list[Rental]:
-        """Rentals, newest first; `active=True` only active ones, `False` only ended ones."""
+    async def rentals(
+        self, *, active: bool | None = None, provider: str | None = None, agent: str | None = None
+    ) -> list[Rental]:
+        """Rentals, newest first; `active=True` only active ones, `False` only ended ones; `agent`: only its."""
+        ...
+
+    async def agents(self, rental_ids: Collection[str]) -> dict[str, str]:
+        """The agent each known rental belongs to: the agent of the purchase that bought it, else the owner (a
+        rental from before agents, or adopted from a provider's listing)."""
         ...
 
     async def rental_ids(self, *, provider: str, recorded_before: float) -> set[str]:
@@ -171,7 +196,9 @@ class Ledger(Protocol):
         """Every stored message of a rental, oldest first, with whether `wait_for_code` returned it."""
         ...
 
-    async def recent_messages(self, limit: int = 20) -> list[Message]: ...
+    async def recent_messages(self, limit: int = 20, agent: str | None = None) -> list[Message]:
+        """The latest messages, newest first; `agent`: only those of its rentals."""
+        ...
 
     async def claim_next(self, rental_id: str, *, at: float | None = None) -> Message | None:
         """Advance the rental's `wait_for_code` cursor: the oldest message not returned before, now returned (`at`:
@@ -187,10 +214,11 @@ class Ledger(Protocol):
         amount: Decimal,
         plan_id: str | None = None,
         source_rental_id: str | None = None,
-        check: Callable[[Decimal, int], None] = ...,
+        agent: str = DEFAULT_AGENT,
+        check: Check = ...,
     ) -> int:
-        """Record a purchase intent reserving `amount`, handled by this process, atomically (against every process)
-        with `check(committed_24h, uncertain_here)`, which may refuse it."""
+        """Record `agent`'s purchase intent reserving `amount`, handled by this process, atomically (against every
+        process) with `check` (see `Check`), which may refuse it."""
         ...
 
     async def note_balance_before(self, purchase_id: int, balance: Decimal) -> None: ...
@@ -220,12 +248,14 @@ class Ledger(Protocol):
 
     async def purchases(self) -> list[Purchase]: ...
 
-    async def committed(self) -> Decimal:
-        """Money spent or reserved in the last 24 h (`committed_sum`)."""
+    async def committed(self, agent: str | None = None) -> Decimal:
+        """Money spent or reserved in the last 24 h (`committed_sum`); `agent`: by that agent only."""
         ...
 
-    # -- Figures (metrics, report, dashboard)
-    async def note_refusal(self, *, provider: str | None, amount: Decimal, note: str) -> None: ...
+    # -- Figures (metrics, report, dashboard) and the audit
+    async def note_refusal(
+        self, *, provider: str | None, amount: Decimal, note: str, agent: str = DEFAULT_AGENT
+    ) -> None: ...
 
     async def charges(self, since: float = 0.0) -> list[Charge]:
         """Every purchase made since `since`, oldest first (`charge`)."""
@@ -241,8 +271,15 @@ class Ledger(Protocol):
         """Messages `wait_for_code` returned since `since`, in the order it returned them."""
         ...
 
+    async def audit(self, entry: AuditEntry) -> None:
+        """Append to the audit trail (`entry.at` is replaced by the ledger's clock)."""
 
-def no_check(_committed: Decimal, _uncertain: int) -> None:
+    async def audit_entries(self, since: float = 0.0, agent: str | None = None) -> list[AuditEntry]:
+        """The audit trail since `since`, oldest first; `agent`: only its entries."""
+        ...
+
+
+def no_check(_committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
     """A reservation without limits."""
 
 
@@ -262,11 +299,11 @@ async def open_ledger(path: Path | str, database_url: SecretStr | None = None) -
 # -- The rules both backends apply ------------------------------------------------------------------------
 
 
-def committed_sum(rows: Iterable[tuple[str, object, object, object]]) -> Decimal:
+def committed_sum(rows: Iterable[Sequence[object]]) -> Decimal:
     """Money committed by the last 24 h's purchases given as (state, max_price, price, refunded): bought at its
     price (its reserved cap when none is known) less refunds, reserved and uncertain at their cap, others nothing."""
     total = Decimal(0)
-    for state, max_price, price, refunded in rows:
+    for state, max_price, price, refunded, *_ in rows:
         if state == "bought":
             total += _money(price if price is not None else max_price) - _money(refunded or 0)
         elif state in UNSETTLED:
@@ -282,10 +319,31 @@ def charge(
     price: object,
     refunded: object,
     created_at: float,
+    agent: str,
 ) -> Charge:
     """A purchase as the figures count it: a bought one charged its price (its cap when the provider gave none)."""
     charged = _money(price if price is not None else max_price) if state == "bought" else Decimal(0)
-    return Charge(provider, kind, state, charged, _money(refunded or 0), created_at)
+    return Charge(provider, kind, state, charged, _money(refunded or 0), created_at, agent)
+
+
+def committed_split(rows: Sequence[Sequence[object]], agent: str) -> tuple[Decimal, Decimal]:
+    """Money committed in 24 h by everyone and by `agent`, from (state, max_price, price, refunded, agent) rows."""
+    return committed_sum(rows), committed_sum(row for row in rows if row[4] == agent)
+
+
+def audit_entry(row: Sequence[object]) -> AuditEntry:
+    """An audit entry from (at, agent, action, outcome, rental_id, amount, detail, credential) columns."""
+    at, agent, action, outcome, rental_id, amount, detail, credential = row
+    return AuditEntry(
+        at=float(str(at)),
+        agent=None if agent is None else str(agent),
+        action=str(action),
+        outcome=str(outcome),
+        rental_id=None if rental_id is None else str(rental_id),
+        amount=None if amount is None else _money(amount),
+        detail=None if detail is None else str(detail),
+        credential=None if credential is None else str(credential),
+    )
 
 
 def merge(known: Rental, update: Rental) -> Rental:

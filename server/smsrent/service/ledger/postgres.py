@@ -41,9 +41,12 @@ from smsrent.domain.models import Message, Rental
 from smsrent.observe.tracing import traced_write
 from smsrent.service.ledger import (
     DAY,
+    DEFAULT_AGENT,
     STALE_AFTER,
     UNSETTLED,
+    AuditEntry,
     Charge,
+    Check,
     Handover,
     LedgerUnusable,
     Purchase,
@@ -52,7 +55,9 @@ from smsrent.service.ledger import (
     Refusal,
     RentalRecord,
     StoredMessage,
+    audit_entry,
     charge,
+    committed_split,
     committed_sum,
     in_arrival_order,
     is_orphan,
@@ -351,10 +356,10 @@ class PostgresLedger:
     async def save_rental(self, rental: Rental) -> Rental:
         async def save(conn: Connection) -> Rental:
             cur = await conn.execute(
-                "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at)"
-                " VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp())"
+                "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at, agent)"
+                f" VALUES (%s, %s, %s, %s, clock_timestamp(), clock_timestamp(), {_BUYER})"
                 " ON CONFLICT (rental_id) DO NOTHING RETURNING rental_id",
-                (rental.rental_id, rental.provider, rental.status, rental.model_dump_json()),
+                (rental.rental_id, rental.provider, rental.status, rental.model_dump_json(), rental.rental_id),
             )
             if await cur.fetchone():
                 return rental
@@ -373,13 +378,22 @@ class PostgresLedger:
         rows = await self._rows("SELECT data FROM rentals WHERE rental_id = %s", (rental_id,))
         return Rental.model_validate_json(rows[0][0]) if rows else None
 
-    async def rentals(self, *, active: bool | None = None, provider: str | None = None) -> list[Rental]:
+    async def rentals(
+        self, *, active: bool | None = None, provider: str | None = None, agent: str | None = None
+    ) -> list[Rental]:
         rows = await self._rows(
-            "SELECT data FROM rentals WHERE %s::text IS NULL OR provider = %s ORDER BY recorded_at DESC",
-            (provider, provider),
+            "SELECT data FROM rentals WHERE (%s::text IS NULL OR provider = %s) AND (%s::text IS NULL OR agent = %s)"
+            " ORDER BY recorded_at DESC",
+            (provider, provider, agent, agent),
         )
         found = [Rental.model_validate_json(row[0]) for row in rows]
         return [r for r in found if active is None or active != r.status.ended]
+
+    async def agents(self, rental_ids: Collection[str]) -> dict[str, str]:
+        if not rental_ids:
+            return {}
+        rows = await self._rows("SELECT rental_id, agent FROM rentals WHERE rental_id = ANY(%s)", (list(rental_ids),))
+        return {str(row[0]): str(row[1]) for row in rows}
 
     async def rental_ids(self, *, provider: str, recorded_before: float) -> set[str]:
         rows = await self._rows(
@@ -422,8 +436,12 @@ class PostgresLedger:
         )
         return [StoredMessage(Message.model_validate_json(data), stored, returned) for data, stored, returned in rows]
 
-    async def recent_messages(self, limit: int = 20) -> list[Message]:
-        rows = await self._rows("SELECT data FROM messages ORDER BY seq DESC LIMIT %s", (limit,))
+    async def recent_messages(self, limit: int = 20, agent: str | None = None) -> list[Message]:
+        rows = await self._rows(
+            "SELECT m.data FROM messages m WHERE %s::text IS NULL OR EXISTS (SELECT 1 FROM rentals r"
+            " WHERE r.rental_id = m.rental_id AND r.agent = %s) ORDER BY m.seq DESC LIMIT %s",
+            (agent, agent, limit),
+        )
         return [Message.model_validate_json(row[0]) for row in rows]
 
     async def claim_next(self, rental_id: str, *, at: float | None = None) -> Message | None:
@@ -449,7 +467,8 @@ class PostgresLedger:
         amount: Decimal,
         plan_id: str | None = None,
         source_rental_id: str | None = None,
-        check: Callable[[Decimal, int], None] = no_check,
+        agent: str = DEFAULT_AGENT,
+        check: Check = no_check,
     ) -> int:
         async def insert(conn: Connection) -> int:
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (BUDGET_KEY,))  # every replica's reservations
@@ -457,11 +476,12 @@ class PostgresLedger:
                 "SELECT count(*) FROM purchases WHERE provider = %s AND state = 'uncertain'", (provider,)
             )
             (uncertain,) = (await cur.fetchall())[0]
-            check(await _committed(conn), int(uncertain))
+            committed, by_agent = committed_split(await _committed_rows(conn), agent)
+            check(committed, int(uncertain), by_agent)
             cur = await conn.execute(
-                "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at, owner)"
-                " VALUES (%s, %s, %s, %s, %s, 'reserved', clock_timestamp(), %s) RETURNING purchase_id",
-                (provider, kind, plan_id, source_rental_id, amount, self.owner),
+                "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at, owner,"
+                " agent) VALUES (%s, %s, %s, %s, %s, 'reserved', clock_timestamp(), %s, %s) RETURNING purchase_id",
+                (provider, kind, plan_id, source_rental_id, amount, self.owner, agent),
             )
             return int((await cur.fetchall())[0][0])
 
@@ -484,14 +504,17 @@ class PostgresLedger:
         note: str | None = None,
         verified: bool = True,
     ) -> None:
-        await self._write(
-            lambda conn: conn.execute(
+        async def update(conn: Connection) -> None:
+            await conn.execute(
                 "UPDATE purchases SET state = %s, price = COALESCE(%s::numeric, price),"
                 " rental_id = COALESCE(%s::text, rental_id), note = COALESCE(%s::text, note), verified = %s,"
                 " settled_at = CASE WHEN %s THEN NULL ELSE clock_timestamp() END WHERE purchase_id = %s",
                 (state, price, rental_id, note, verified, state in UNSETTLED, purchase_id),
             )
-        )
+            if state == "bought" and rental_id is not None:  # a rental recorded before its purchase settled
+                await conn.execute(f"UPDATE rentals SET agent = {_BUYER} WHERE rental_id = %s", (rental_id, rental_id))
+
+        await self._write(update)
 
     async def note_refund(self, rental_id: str, amount: Decimal) -> None:
         await self._write(
@@ -526,23 +549,27 @@ class PostgresLedger:
         rows = await self._rows(f"SELECT {_PURCHASE_COLUMNS} FROM purchases ORDER BY purchase_id")
         return [purchase_from_row(row) for row in rows]
 
-    async def committed(self) -> Decimal:
+    async def committed(self, agent: str | None = None) -> Decimal:
         async with self._pool.connection() as conn:
-            return await _committed(conn)
+            rows = await _committed_rows(conn)
+        return committed_sum(row for row in rows if agent in (None, row[4]))
 
-    # -- Figures (metrics, report, dashboard) ---------------------------------------------------------
+    # -- Figures (metrics, report, dashboard) and the audit ---------------------------------------------
 
-    async def note_refusal(self, *, provider: str | None, amount: Decimal, note: str) -> None:
+    async def note_refusal(
+        self, *, provider: str | None, amount: Decimal, note: str, agent: str = DEFAULT_AGENT
+    ) -> None:
         await self._write(
             lambda conn: conn.execute(
-                "INSERT INTO refusals (provider, amount, note, created_at) VALUES (%s, %s, %s, clock_timestamp())",
-                (provider, amount, note),
+                "INSERT INTO refusals (provider, amount, note, created_at, agent)"
+                " VALUES (%s, %s, %s, clock_timestamp(), %s)",
+                (provider, amount, note, agent),
             )
         )
 
     async def charges(self, since: float = 0.0) -> list[Charge]:
         rows = await self._rows(
-            "SELECT provider, kind, state, max_price, price, refunded, extract(epoch FROM created_at)::float8"
+            "SELECT provider, kind, state, max_price, price, refunded, extract(epoch FROM created_at)::float8, agent"
             " FROM purchases WHERE created_at >= to_timestamp(%s) ORDER BY purchase_id",
             (since,),
         )
@@ -550,35 +577,69 @@ class PostgresLedger:
 
     async def refusals(self, since: float = 0.0) -> list[Refusal]:
         rows = await self._rows(
-            "SELECT provider, amount, note, extract(epoch FROM created_at)::float8 FROM refusals"
+            "SELECT provider, amount, note, extract(epoch FROM created_at)::float8, agent FROM refusals"
             " WHERE created_at >= to_timestamp(%s) ORDER BY refusal_id",
             (since,),
         )
-        return [Refusal(provider, amount, note, created) for provider, amount, note, created in rows]
+        return [Refusal(provider, amount, note, at, agent) for provider, amount, note, at, agent in rows]
 
     async def rental_records(self, since: float = 0.0) -> list[RentalRecord]:
         rows = await self._rows(
             "SELECT r.data, extract(epoch FROM r.recorded_at)::float8,"
-            " (SELECT count(*) FROM messages m WHERE m.rental_id = r.rental_id)"
+            " (SELECT count(*) FROM messages m WHERE m.rental_id = r.rental_id), r.agent"
             " FROM rentals r WHERE r.recorded_at >= to_timestamp(%s) ORDER BY r.recorded_at",
             (since,),
         )
-        return [RentalRecord(Rental.model_validate_json(data), at, count) for data, at, count in rows]
+        return [RentalRecord(Rental.model_validate_json(d), at, n, agent) for d, at, n, agent in rows]
 
     async def handovers(self, since: float = 0.0) -> list[Handover]:
         rows = await self._rows(
-            "SELECT data, extract(epoch FROM returned_at)::float8 FROM messages"
-            " WHERE returned_at >= to_timestamp(%s) ORDER BY returned_at, seq",
-            (since,),
+            "SELECT m.data, extract(epoch FROM m.returned_at)::float8, COALESCE(r.agent, %s) FROM messages m"
+            " LEFT JOIN rentals r ON r.rental_id = m.rental_id"
+            " WHERE m.returned_at >= to_timestamp(%s) ORDER BY m.returned_at, m.seq",
+            (DEFAULT_AGENT, since),
         )
-        handed = [(Message.model_validate_json(data), at) for data, at in rows]
-        return [Handover(m.rental_id, m.received_at, at) for m, at in handed]
+        handed = [(Message.model_validate_json(data), at, agent) for data, at, agent in rows]
+        return [Handover(m.rental_id, m.received_at, at, agent) for m, at, agent in handed]
+
+    async def audit(self, entry: AuditEntry) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (clock_timestamp(), %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    entry.agent,
+                    entry.action,
+                    entry.outcome,
+                    entry.rental_id,
+                    entry.amount,
+                    entry.detail,
+                    entry.credential,
+                ),
+            )
+        )
+
+    async def audit_entries(self, since: float = 0.0, agent: str | None = None) -> list[AuditEntry]:
+        rows = await self._rows(
+            f"SELECT extract(epoch FROM at)::float8, {_AUDIT_COLUMNS.partition(', ')[2]} FROM audit"
+            " WHERE at >= to_timestamp(%s) AND (%s::text IS NULL OR agent = %s) ORDER BY audit_id",
+            (since, agent, agent),
+        )
+        return [audit_entry(row) for row in rows]
 
 
-async def _committed(conn: Connection) -> Decimal:
+_AUDIT_COLUMNS = "at, agent, action, outcome, rental_id, amount, detail, credential"
+# The agent a rental belongs to (its id the one parameter): the agent of the latest purchase that bought it.
+_BUYER = (
+    "COALESCE((SELECT agent FROM purchases WHERE rental_id = %s AND kind = 'rent' AND state = 'bought'"
+    " ORDER BY purchase_id DESC LIMIT 1), 'owner')"
+)
+
+
+async def _committed_rows(conn: Connection) -> list[TupleRow]:
+    """(state, max_price, price, refunded, agent) of the last 24 h's purchases that commit money."""
     cur = await conn.execute(
-        "SELECT state, max_price, price, refunded FROM purchases WHERE created_at >= clock_timestamp()"
+        "SELECT state, max_price, price, refunded, agent FROM purchases WHERE created_at >= clock_timestamp()"
         " - make_interval(secs => %s) AND state IN ('reserved', 'uncertain', 'bought')",
         (DAY,),
     )
-    return committed_sum(await cur.fetchall())
+    return await cur.fetchall()

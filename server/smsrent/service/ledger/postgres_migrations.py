@@ -94,4 +94,24 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX refusals_by_time ON refusals (created_at);
         """,
     ),
+    Migration(
+        "agents: whose each purchase, rental and refusal is (the owner's before), and the audit trail",
+        """
+        ALTER TABLE purchases ADD COLUMN agent text NOT NULL DEFAULT 'owner';
+        ALTER TABLE rentals ADD COLUMN agent text NOT NULL DEFAULT 'owner';
+        ALTER TABLE refusals ADD COLUMN agent text NOT NULL DEFAULT 'owner';
+        CREATE TABLE audit (
+            audit_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at timestamptz NOT NULL,
+            agent text,
+            credential text,
+            action text NOT NULL,
+            rental_id text,
+            amount numeric,
+            outcome text NOT NULL,
+            detail text
+        );
+        CREATE INDEX audit_by_time ON audit (at);
+        """,
+    ),
 )

@@ -30,9 +30,12 @@ from smsrent.domain.models import Message, Rental
 from smsrent.observe.tracing import traced_write
 from smsrent.service.ledger import (
     DAY,
+    DEFAULT_AGENT,
     STALE_AFTER,
     UNSETTLED,
+    AuditEntry,
     Charge,
+    Check,
     Handover,
     LedgerUnusable,
     Purchase,
@@ -41,7 +44,9 @@ from smsrent.service.ledger import (
     Refusal,
     RentalRecord,
     StoredMessage,
+    audit_entry,
     charge,
+    committed_split,
     committed_sum,
     in_arrival_order,
     is_orphan,
@@ -130,6 +135,24 @@ MIGRATIONS = (
     );
     CREATE INDEX refusals_by_time ON refusals (created_at);
     CREATE INDEX messages_by_return ON messages (returned_at);
+    """,
+    # Agents: whose each purchase, rental and refusal is (the owner's before), and the audit trail.
+    """
+    ALTER TABLE purchases ADD COLUMN agent TEXT NOT NULL DEFAULT 'owner';
+    ALTER TABLE rentals ADD COLUMN agent TEXT NOT NULL DEFAULT 'owner';
+    ALTER TABLE refusals ADD COLUMN agent TEXT NOT NULL DEFAULT 'owner';
+    CREATE TABLE audit (
+        audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        agent TEXT,
+        credential TEXT,
+        action TEXT NOT NULL,
+        rental_id TEXT,
+        amount TEXT,
+        outcome TEXT NOT NULL,
+        detail TEXT
+    );
+    CREATE INDEX audit_by_time ON audit (at);
     """,
 )
 
@@ -272,10 +295,18 @@ class SqliteLedger:
             row = db.execute("SELECT data FROM rentals WHERE rental_id = ?", (rental.rental_id,)).fetchone()
             merged = merge(Rental.model_validate_json(row[0]), rental) if row else rental
             db.execute(
-                "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rental_id) DO UPDATE SET"
+                "INSERT INTO rentals (rental_id, provider, status, data, recorded_at, updated_at, agent)"
+                f" VALUES (?, ?, ?, ?, ?, ?, {_BUYER}) ON CONFLICT (rental_id) DO UPDATE SET"
                 " status = excluded.status, data = excluded.data, updated_at = excluded.updated_at",
-                (merged.rental_id, merged.provider, merged.status, merged.model_dump_json(), now, now),
+                (
+                    merged.rental_id,
+                    merged.provider,
+                    merged.status,
+                    merged.model_dump_json(),
+                    now,
+                    now,
+                    merged.rental_id,
+                ),
             )
             return merged
 
@@ -288,11 +319,15 @@ class SqliteLedger:
 
         return await self._run(read)
 
-    async def rentals(self, *, active: bool | None = None, provider: str | None = None) -> list[Rental]:
-        """Rentals, newest first; `active=True` only active ones, `False` only ended ones."""
+    async def rentals(
+        self, *, active: bool | None = None, provider: str | None = None, agent: str | None = None
+    ) -> list[Rental]:
+        """Rentals, newest first; `active=True` only active ones, `False` only ended ones; `agent`: only its."""
 
         def read() -> list[Rental]:
-            rows = self._db.execute("SELECT data FROM rentals ORDER BY recorded_at DESC").fetchall()
+            rows = self._db.execute(
+                "SELECT data FROM rentals WHERE ? IS NULL OR agent = ? ORDER BY recorded_at DESC", (agent, agent)
+            ).fetchall()
             found = [Rental.model_validate_json(r[0]) for r in rows]
             return [
                 r
@@ -301,6 +336,14 @@ class SqliteLedger:
             ]
 
         return await self._run(read)
+
+    async def agents(self, rental_ids: Collection[str]) -> dict[str, str]:
+        def read() -> dict[str, str]:
+            marks = ",".join("?" * len(rental_ids))
+            query = f"SELECT rental_id, agent FROM rentals WHERE rental_id IN ({marks})"
+            return dict(self._db.execute(query, tuple(rental_ids)).fetchall())
+
+        return await self._run(read) if rental_ids else {}
 
     async def rental_ids(self, *, provider: str, recorded_before: float) -> set[str]:
         """Ids of this provider's rentals that the ledger already knew at `recorded_before` (a `time.time()`)."""
@@ -349,9 +392,13 @@ class SqliteLedger:
 
         return await self._run(read)
 
-    async def recent_messages(self, limit: int = 20) -> list[Message]:
+    async def recent_messages(self, limit: int = 20, agent: str | None = None) -> list[Message]:
         def read() -> list[Message]:
-            rows = self._db.execute("SELECT data FROM messages ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+            rows = self._db.execute(
+                "SELECT m.data FROM messages m WHERE ? IS NULL OR EXISTS (SELECT 1 FROM rentals r"
+                " WHERE r.rental_id = m.rental_id AND r.agent = ?) ORDER BY m.seq DESC LIMIT ?",
+                (agent, agent, limit),
+            ).fetchall()
             return [Message.model_validate_json(r[0]) for r in rows]
 
         return await self._run(read)
@@ -380,22 +427,23 @@ class SqliteLedger:
         amount: Decimal,
         plan_id: str | None = None,
         source_rental_id: str | None = None,
-        check: Callable[[Decimal, int], None] = no_check,
+        agent: str = DEFAULT_AGENT,
+        check: Check = no_check,
     ) -> int:
-        """Record a purchase intent reserving `amount`, handled by this process, atomically with
-        `check(committed_24h, uncertain_here)`, which may refuse it (uncertain_here: this provider's purchases
-        whose outcome is unknown). `source_rental_id`: the rental it extends, renews or re-rents."""
+        """Record `agent`'s purchase intent reserving `amount`, handled by this process, atomically with `check`
+        (`Check`), which may refuse it. `source_rental_id`: the rental it extends, renews or re-rents."""
 
         def insert(db: sqlite3.Connection) -> int:
             now = time.time()
             (uncertain,) = db.execute(
                 "SELECT COUNT(*) FROM purchases WHERE provider = ? AND state = 'uncertain'", (provider,)
             ).fetchone()
-            check(_committed(db, now), uncertain)
+            committed, by_agent = committed_split(_committed_rows(db, now), agent)
+            check(committed, uncertain, by_agent)
             cursor = db.execute(
                 "INSERT INTO purchases (provider, kind, plan_id, source_rental_id, max_price, state, created_at,"
-                " owner) VALUES (?, ?, ?, ?, ?, 'reserved', ?, ?)",
-                (provider, kind, plan_id, source_rental_id, str(amount), now, self.owner),
+                " owner, agent) VALUES (?, ?, ?, ?, ?, 'reserved', ?, ?, ?)",
+                (provider, kind, plan_id, source_rental_id, str(amount), now, self.owner, agent),
             )
             assert cursor.lastrowid is not None
             return cursor.lastrowid
@@ -422,13 +470,17 @@ class SqliteLedger:
         """Record a purchase's outcome (`uncertain` keeps it counted at its reserved amount until reconciled;
         bought but not `verified`, without a price, it stays counted at that amount)."""
         settled_at = None if state in UNSETTLED else time.time()
-        await self._write(
-            lambda db: db.execute(
+
+        def update(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE purchases SET state = ?, price = COALESCE(?, price), rental_id = COALESCE(?, rental_id),"
                 " note = COALESCE(?, note), verified = ?, settled_at = ? WHERE purchase_id = ?",
                 (state, None if price is None else str(price), rental_id, note, verified, settled_at, purchase_id),
             )
-        )
+            if state == "bought" and rental_id is not None:  # a rental recorded before its purchase settled
+                db.execute(f"UPDATE rentals SET agent = {_BUYER} WHERE rental_id = ?", (rental_id, rental_id))
+
+        await self._write(update)
 
     async def note_refund(self, rental_id: str, amount: Decimal) -> None:
         """Credit a refund against the latest purchase that bought the rental, up to what it cost."""
@@ -483,18 +535,22 @@ class SqliteLedger:
 
         return await self._run(read)
 
-    async def committed(self) -> Decimal:
-        """Money spent or reserved in the last 24 h: bought (less refunds), plus reserved and uncertain at their cap."""
-        return await self._run(lambda: _committed(self._db, time.time()))
+    async def committed(self, agent: str | None = None) -> Decimal:
+        """Money spent or reserved in the last 24 h: bought (less refunds), plus reserved and uncertain at their cap;
+        `agent`: by that agent only."""
+        rows = await self._run(lambda: _committed_rows(self._db, time.time()))
+        return committed_sum(row for row in rows if agent in (None, row[4]))
 
     # -- Figures (metrics, report, dashboard) ---------------------------------------------------------
 
-    async def note_refusal(self, *, provider: str | None, amount: Decimal, note: str) -> None:
-        """Record a purchase of up to `amount` that the money guard refused (nothing was sent to a provider)."""
+    async def note_refusal(
+        self, *, provider: str | None, amount: Decimal, note: str, agent: str = DEFAULT_AGENT
+    ) -> None:
+        """Record `agent`'s purchase of up to `amount` that the money guard refused (nothing was sent)."""
         await self._write(
             lambda db: db.execute(
-                "INSERT INTO refusals (provider, amount, note, created_at) VALUES (?, ?, ?, ?)",
-                (provider, str(amount), note, time.time()),
+                "INSERT INTO refusals (provider, amount, note, created_at, agent) VALUES (?, ?, ?, ?, ?)",
+                (provider, str(amount), note, time.time(), agent),
             )
         )
 
@@ -504,7 +560,7 @@ class SqliteLedger:
 
         def read() -> list[Charge]:
             rows = self._db.execute(
-                "SELECT provider, kind, state, max_price, price, refunded, created_at FROM purchases"
+                "SELECT provider, kind, state, max_price, price, refunded, created_at, agent FROM purchases"
                 " WHERE created_at >= ? ORDER BY purchase_id",
                 (since,),
             ).fetchall()
@@ -515,10 +571,11 @@ class SqliteLedger:
     async def refusals(self, since: float = 0.0) -> list[Refusal]:
         def read() -> list[Refusal]:
             rows = self._db.execute(
-                "SELECT provider, amount, note, created_at FROM refusals WHERE created_at >= ? ORDER BY refusal_id",
+                "SELECT provider, amount, note, created_at, agent FROM refusals WHERE created_at >= ?"
+                " ORDER BY refusal_id",
                 (since,),
             ).fetchall()
-            return [Refusal(provider, Decimal(amount), note, created) for provider, amount, note, created in rows]
+            return [Refusal(provider, Decimal(amount), note, at, agent) for provider, amount, note, at, agent in rows]
 
         return await self._run(read)
 
@@ -527,11 +584,11 @@ class SqliteLedger:
 
         def read() -> list[RentalRecord]:
             rows = self._db.execute(
-                "SELECT r.data, r.recorded_at, (SELECT COUNT(*) FROM messages m WHERE m.rental_id = r.rental_id)"
-                " FROM rentals r WHERE r.recorded_at >= ? ORDER BY r.recorded_at",
+                "SELECT r.data, r.recorded_at, (SELECT COUNT(*) FROM messages m WHERE m.rental_id = r.rental_id),"
+                " r.agent FROM rentals r WHERE r.recorded_at >= ? ORDER BY r.recorded_at",
                 (since,),
             ).fetchall()
-            return [RentalRecord(Rental.model_validate_json(data), at, count) for data, at, count in rows]
+            return [RentalRecord(Rental.model_validate_json(d), at, n, agent) for d, at, n, agent in rows]
 
         return await self._run(read)
 
@@ -540,10 +597,40 @@ class SqliteLedger:
 
         def read() -> list[Handover]:
             rows = self._db.execute(
-                "SELECT data, returned_at FROM messages WHERE returned_at >= ? ORDER BY returned_at, seq", (since,)
+                "SELECT m.data, m.returned_at, COALESCE(r.agent, ?) FROM messages m LEFT JOIN rentals r"
+                " ON r.rental_id = m.rental_id WHERE m.returned_at >= ? ORDER BY m.returned_at, m.seq",
+                (DEFAULT_AGENT, since),
             ).fetchall()
-            handed = [(Message.model_validate_json(data), at) for data, at in rows]
-            return [Handover(m.rental_id, m.received_at, at) for m, at in handed]
+            handed = [(Message.model_validate_json(data), at, agent) for data, at, agent in rows]
+            return [Handover(m.rental_id, m.received_at, at, agent) for m, at, agent in handed]
+
+        return await self._run(read)
+
+    async def audit(self, entry: AuditEntry) -> None:
+        amount = None if entry.amount is None else str(entry.amount)
+        await self._write(
+            lambda db: db.execute(
+                f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    entry.agent,
+                    entry.action,
+                    entry.outcome,
+                    entry.rental_id,
+                    amount,
+                    entry.detail,
+                    entry.credential,
+                ),
+            )
+        )
+
+    async def audit_entries(self, since: float = 0.0, agent: str | None = None) -> list[AuditEntry]:
+        def read() -> list[AuditEntry]:
+            rows = self._db.execute(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= ? AND (? IS NULL OR agent = ?) ORDER BY audit_id",
+                (since, agent, agent),
+            ).fetchall()
+            return [audit_entry(row) for row in rows]
 
         return await self._run(read)
 
@@ -554,13 +641,21 @@ _PURCHASE_COLUMNS = (
 )
 
 
-def _committed(db: sqlite3.Connection, now: float) -> Decimal:
-    rows = db.execute(
-        "SELECT state, max_price, price, refunded FROM purchases WHERE created_at >= ? AND state IN"
+_AUDIT_COLUMNS = "at, agent, action, outcome, rental_id, amount, detail, credential"
+# The agent a rental belongs to (its id the one parameter): the agent of the latest purchase that bought it.
+_BUYER = (
+    "COALESCE((SELECT agent FROM purchases WHERE rental_id = ? AND kind = 'rent' AND state = 'bought'"
+    " ORDER BY purchase_id DESC LIMIT 1), 'owner')"
+)
+
+
+def _committed_rows(db: sqlite3.Connection, now: float) -> list[tuple[object, ...]]:
+    """(state, max_price, price, refunded, agent) of the last 24 h's purchases that commit money."""
+    return db.execute(
+        "SELECT state, max_price, price, refunded, agent FROM purchases WHERE created_at >= ? AND state IN"
         " ('reserved', 'uncertain', 'bought')",
         (now - DAY,),
     ).fetchall()
-    return committed_sum(rows)
 
 
 def _transaction(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
