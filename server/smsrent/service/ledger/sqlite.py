@@ -8,7 +8,7 @@ Several servers may share one file (Claude Desktop and Claude Code on the defaul
 ledger registers its process (host, pid, a random token, a heartbeat); a purchase in flight names the
 process handling it, and a ledger lock names its holder. What belongs to a process that is gone (its
 heartbeat stale, or on this host its pid ended) is taken over: nothing of a live process is. One of them polls
-each provider account (`lead`, a ledger lock re-taken every LEAD_CHECK seconds) for the waits all of them
+each provider account (`lead`, a ledger lock, checked every LEAD_CHECK seconds) for the waits all of them
 publish; the others hear of stored messages by reading the new rows every LISTEN_POLL seconds (`listen`).
 """
 
@@ -293,11 +293,15 @@ class SqliteLedger:
                 break
             await anyio.sleep(LEAD_POLL)
 
+        def holder() -> str | None:
+            row = self._db.execute("SELECT holder FROM locks WHERE name = ?", (lock,)).fetchone()
+            return None if row is None else str(row[0])
+
         async def held() -> None:
-            """Returns once another process took the lock over (it found this one gone)."""
+            """Returns once another process took the lock over (it found this one gone): a read, not a write."""
             while True:
                 await anyio.sleep(LEAD_CHECK)
-                if not await self._write(lambda db: _take(db, lock, self.owner)):
+                if await self._run(holder) != self.owner:
                     return
 
         try:
