@@ -176,3 +176,18 @@ async def test_nul_bytes_in_a_message_are_stored_as_replacement_characters(ledge
     assert (new.text, new.sender) == ("code\ufffd 1234", "+1\ufffd")
     assert stored.message == new == claimed
     assert again == []  # stored once: the same message comes back as the same id
+
+
+async def test_a_pause_holds_for_every_process_and_a_shorter_one_does_not_cut_it(ledger: Ledger, store: Store) -> None:
+    other = await store.open()
+    try:
+        before = await other.paused("gotsms")
+        await ledger.pause("gotsms", 60.0)
+        await ledger.pause("gotsms", 1.0)  # a later, shorter pause
+        seen = await other.paused("gotsms")
+        elsewhere = await other.paused("getatext")
+    finally:
+        await other.close()
+    assert before == 0.0
+    assert 50.0 < seen <= 60.0
+    assert elsewhere == 0.0

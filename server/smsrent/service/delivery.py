@@ -78,7 +78,8 @@ class Delivery:
         self._awake: dict[str, _Awake] = {}
         self._wake_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self._shared: dict[str, Wait] = {}  # the other processes' waits, as the ledger last said (read while leading)
-        self._waits_changed = anyio.Event()  # this process's waits or expectations changed: publish them
+        self._changed = anyio.Event()  # this process's waits or expectations changed, or a pause began: publish
+        self._pauses: dict[str, float] = {}  # rate limits' pauses (seconds) not yet published, by provider
         self.leading: set[str] = set()  # the providers whose accounts this process polls
         self.pollers: dict[str, Poller] = {}
         self.handover_observers: list[Callable[[Message, float], None]] = []  # (message, when a waiter got it)
@@ -103,6 +104,7 @@ class Delivery:
                     pushed=lambda: self.pushes_arrive,
                     failed=functools.partial(self.supervisor.failed, _task_name(provider.name)),
                 )
+            self.pollers[provider.name].pauses.append(functools.partial(self._paused, provider.name))
 
     async def run(self) -> None:
         """Until cancelled, under the supervisor: each provider's poller while this process leads its account, the
@@ -110,7 +112,7 @@ class Delivery:
         async with anyio.create_task_group() as tg:
             for name, poller in self.pollers.items():
                 tg.start_soon(self.supervisor.run, _task_name(name), functools.partial(self._lead, name, poller))
-            tg.start_soon(self.supervisor.run, "publish-waits", self._publish_waits)
+            tg.start_soon(self.supervisor.run, "publish", self._publish)
             tg.start_soon(
                 self.supervisor.run, "listen", functools.partial(self.ledger.listen, self.rentals.heard, self._refresh)
             )
@@ -130,6 +132,8 @@ class Delivery:
         self.leading.add(name)
         log.info("this server polls %s for every server on the ledger", name)
         try:
+            if paused := await self.ledger.paused(name):  # a rate limit the last leader met still holds
+                poller.hold(paused)
             if await while_held(poller.run, self._refreshing):
                 raise LedgerUnavailable(f"could not read the waits of the other servers, so stopped polling {name}")
         finally:
@@ -159,16 +163,25 @@ class Delivery:
             elif provider in self.leading and wait.started is not None:
                 self.pollers[provider].resume()
 
-    async def _publish_waits(self) -> None:
-        """Publish this process's waits (and recent expectations) each time they change."""
+    async def _publish(self) -> None:
+        """Publish this process's waits (and recent expectations) each time they change, and each rate limit's
+        pause (so a new leader keeps to it)."""
         while True:
-            await self._waits_changed.wait()
-            self._waits_changed = anyio.Event()
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            pauses, self._pauses = self._pauses, {}
             try:
+                for provider, seconds in pauses.items():
+                    await self.ledger.pause(provider, seconds)
                 await self.ledger.publish_waits(self._own_waits())
             except BaseException:
-                self._waits_changed.set()  # publish again once the supervisor runs this again
+                self._pauses = pauses | self._pauses
+                self._changed.set()  # publish again once the supervisor runs this again
                 raise
+
+    def _paused(self, provider: str, seconds: float) -> None:
+        self._pauses[provider] = max(seconds, self._pauses.get(provider, 0.0))
+        self._changed.set()
 
     def _own_waits(self) -> dict[str, Wait]:
         now, recent = time.time(), self.schedule.steps[-1][0]
@@ -196,7 +209,7 @@ class Delivery:
     def expect(self, rental_id: str, at: float | None = None) -> None:
         """A code may come soon for this rental (just rented, woken, or online): poll fast for a while."""
         self._expected[rental_id] = max(self._expected.get(rental_id, 0.0), at or time.time())
-        self._waits_changed.set()
+        self._changed.set()
         poller = self.pollers.get(rental_id.partition(":")[0])
         if poller is not None:
             poller.expect(rental_id)
@@ -241,7 +254,7 @@ class Delivery:
         started = time.monotonic()
         self._waiters[key] += 1
         self._started[key] = rental.started_at.timestamp() if rental.started_at else 0.0
-        self._waits_changed.set()
+        self._changed.set()
         if key not in self._waited:  # the first wait on a rental: the code was just requested, so poll fast
             self._waited.add(key)
             self.expect(key)
@@ -256,7 +269,7 @@ class Delivery:
             self._waiters[key] -= 1
             if not self._waiters[key]:
                 del self._waiters[key]
-                self._waits_changed.set()
+                self._changed.set()
 
     async def _wait(
         self, key: str, rental: Rental, started: float, seconds: float, progress: Progress | None

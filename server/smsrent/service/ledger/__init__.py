@@ -175,6 +175,14 @@ class Ledger(Protocol):
         """Every other live process's waits, merged per rental (`merge_waits`)."""
         ...
 
+    async def pause(self, provider: str, seconds: float) -> None:
+        """A rate limit (429): `provider`'s account pauses for `seconds` from now (the ledger's clock), for
+        whichever process polls it (a new leader too)."""
+
+    async def paused(self, provider: str) -> float:
+        """Seconds left of `provider`'s pause (0 when none)."""
+        ...
+
     async def listen(self, heard: Heard, waits_changed: Callable[[], Awaitable[None]]) -> None:
         """Until cancelled: `heard` hears of the messages other processes store (each once, after its commit),
         `waits_changed` of their waits changing (where the backend can tell). Reconnects by itself."""

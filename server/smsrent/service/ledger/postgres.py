@@ -435,6 +435,22 @@ class PostgresLedger:
         )
         return merge_waits(rows)
 
+    async def pause(self, provider: str, seconds: float) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO pauses (provider, until) VALUES (%s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (provider) DO UPDATE SET until = GREATEST(pauses.until, excluded.until)",
+                (provider, seconds),
+            )
+        )
+
+    async def paused(self, provider: str) -> float:
+        rows = await self._rows(
+            "SELECT GREATEST(0, extract(epoch FROM until - clock_timestamp()))::float8 FROM pauses WHERE provider = %s",
+            (provider,),
+        )
+        return float(rows[0][0]) if rows else 0.0
+
     async def listen(self, heard: Heard, waits_changed: Callable[[], Awaitable[None]]) -> None:
         delay = LISTEN_BACKOFF[0]
         while True:

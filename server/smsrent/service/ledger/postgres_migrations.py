@@ -96,7 +96,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
     Migration(
-        "waits: the rentals each process wants codes for, read by the poller's leader",
+        "waits: the rentals each process wants codes for, read by the poller's leader; pauses of rate-limited accounts",
         """
         CREATE TABLE waits (
             owner text NOT NULL,
@@ -104,6 +104,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             started_at double precision,
             expected_at double precision NOT NULL,
             PRIMARY KEY (owner, rental_id)
+        );
+        CREATE TABLE pauses (
+            provider text PRIMARY KEY,
+            until timestamptz NOT NULL
         );
         """,
     ),

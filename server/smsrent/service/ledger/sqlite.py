@@ -142,7 +142,8 @@ MIGRATIONS = (
     CREATE INDEX refusals_by_time ON refusals (created_at);
     CREATE INDEX messages_by_return ON messages (returned_at);
     """,
-    # One poller per provider account: the rentals each process wants codes for, and who stored each message.
+    # One poller per provider account: the rentals each process wants codes for, who stored each message, and
+    # the pause of a rate-limited account.
     """
     CREATE TABLE waits (
         owner TEXT NOT NULL,
@@ -152,6 +153,10 @@ MIGRATIONS = (
         PRIMARY KEY (owner, rental_id)
     );
     ALTER TABLE messages ADD COLUMN stored_by TEXT;
+    CREATE TABLE pauses (
+        provider TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    );
     """,
 )
 
@@ -331,6 +336,23 @@ class SqliteLedger:
             return merge_waits(
                 (rental_id, started, expected) for owner, rental_id, started, expected in rows if owner in live
             )
+
+        return await self._run(read)
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        def note(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO pauses (provider, until) VALUES (?, ?)"
+                " ON CONFLICT (provider) DO UPDATE SET until = MAX(until, excluded.until)",
+                (provider, time.time() + seconds),
+            )
+
+        await self._write(note)
+
+    async def paused(self, provider: str) -> float:
+        def read() -> float:
+            row = self._db.execute("SELECT until FROM pauses WHERE provider = ?", (provider,)).fetchone()
+            return 0.0 if row is None else max(0.0, float(row[0]) - time.time())
 
         return await self._run(read)
 
