@@ -2,7 +2,8 @@
 sandbox on loopback (the helpers of test_replicas). One of them polls the account; a code it polls reaches a
 waiter and a resource subscriber on the others, with the provider's listing read no more than one poller reads
 it; when the leader is killed, another takes over and codes still arrive. And a replica whose database stops
-refuses purchases in one sentence, answers 503 on /healthz, and serves again once the database is back."""
+refuses purchases in one sentence, answers 503 on /healthz, and serves again (and polls again) once the database
+is back."""
 
 from __future__ import annotations
 
@@ -160,6 +161,11 @@ async def test_a_replica_whose_database_stops_refuses_purchases_and_serves_again
                     while (back := await health(served))["code"] != 200:
                         await anyio.sleep(0.2)
                 rented = await rent(client, gotsms_sandbox)
+                gotsms_sandbox.deliver(rented.partition(":")[2], "Your code is 161803", "161803")
+                with anyio.fail_after(30):  # it leads again, and polls
+                    code = await wait_for_code(client, rented)
+                    while "gotsms" not in (await health(served))["polls"]:
+                        await anyio.sleep(0.1)
                 alive = served.process.returncode is None
     assert (before["code"], before["status"], before["database"]) == (200, "ok", "ok")
     assert before["polls"] == ["gotsms"]
@@ -167,6 +173,6 @@ async def test_a_replica_whose_database_stops_refuses_purchases_and_serves_again
     assert refused.is_error
     assert text_of(refused).endswith(f"rent_number: {LedgerUnavailable().message}")
     assert back["database"] == "ok"
-    assert rented.startswith("gotsms:")
+    assert (code["outcome"], code["code"]) == ("code_received", "161803")
     assert alive
     assert len(gotsms_sandbox.rents) == 1  # the refused purchase reached no provider

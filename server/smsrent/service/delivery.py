@@ -121,11 +121,21 @@ class Delivery:
 
     async def _lead(self, name: str, poller: Poller) -> None:
         """Poll the account while this process leads it; until then (or once the database is back), try again."""
+        failing = False  # log once per outage: the next leadership is logged too
+
+        async def leading() -> None:
+            nonlocal failing
+            failing = False
+            await self._leading(name, poller)
+
         while True:
             try:
-                await self.ledger.lead(_task_name(name), functools.partial(self._leading, name, poller))
+                await self.ledger.lead(_task_name(name), leading)
             except LedgerUnavailable as err:
-                log.warning("not polling %s: %s; trying again in %.0f s", name, err.why or err.message, LEAD_RETRY)
+                if not failing:
+                    why = err.why or err.message
+                    log.warning("not polling %s: %s; trying again every %.0f s", name, why, LEAD_RETRY)
+                failing = True
             await anyio.sleep(LEAD_RETRY)
 
     async def _leading(self, name: str, poller: Poller) -> None:

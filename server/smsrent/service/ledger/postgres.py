@@ -467,7 +467,8 @@ class PostgresLedger:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
             except (psycopg.OperationalError, LedgerUnavailable) as err:
-                log.warning("not hearing the other replicas (%s); listening again in %.1f s", _first_line(err), delay)
+                why = err.why if isinstance(err, LedgerUnavailable) else _first_line(err)
+                log.warning("not hearing the other replicas (%s); listening again in %.1f s", why, delay)
             await anyio.sleep(delay)
             delay = min(delay * 2, LISTEN_BACKOFF[1])
 
