@@ -38,23 +38,19 @@ async def test_one_process_leads_at_a_time_and_another_takes_over_when_the_leade
 ) -> None:
     first = await store.open()
     first_led, second_led = anyio.Event(), anyio.Event()
+    first_scope = anyio.CancelScope()
     outcome: list[BaseException] = []
 
     async def first_leads() -> None:
-        try:
-            await first.lead(NAME, leading(first_led))
-        except Exception as err:  # killed: its leadership is lost (and its clean-up meets a closed store)
-            outcome.append(err)
+        with first_scope:
+            try:
+                await first.lead(NAME, leading(first_led))
+            except Exception as err:  # killed: its leadership is lost (and its clean-up meets a closed store)
+                outcome.append(err)
 
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
-            first_scope = anyio.CancelScope()
-
-            async def first_runs() -> None:
-                with first_scope:
-                    await first_leads()
-
-            tg.start_soon(first_runs)
+            tg.start_soon(first_leads)
             await first_led.wait()
             tg.start_soon(ledger.lead, NAME, leading(second_led))
             await anyio.sleep(2.5 * LEAD_POLL)  # the follower tried more than once
