@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import server_url
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,3 +41,12 @@ def test_context_benchmark_meets_its_targets() -> None:
     assert "Tool definitions a model sees" in shown
     assert "One verification flow" in shown
     assert shown.count("PASS") == 3, shown
+
+
+@pytest.mark.postgres
+def test_quick_failover_benchmark_prints_every_figure() -> None:
+    shown = benchmark("failover.py", "--quick", "--database-url", server_url(), timeout=300)
+    for heading in ("Code delivery", "Provider listing reads per minute", "Failover after SIGKILL"):
+        assert heading in shown
+    for label in ("1 replica (it polls)", "3 replicas (a follower)", "SIGKILL -> code (follower)"):
+        assert label in shown
