@@ -159,11 +159,21 @@ def _application(owner: str | None) -> str:
 
 @contextmanager
 def unavailable_when_down() -> Iterator[None]:
-    """A database that cannot be reached (now, or for the rest of a call) as LedgerUnavailable."""
+    """A database that cannot be reached (now, or for the rest of a call) as LedgerUnavailable; other errors (a
+    deadlock, a cancelled query) as they are."""
     try:
         yield
-    except (psycopg.OperationalError, PoolTimeout, LedgerUnusable) as err:
+    except (PoolTimeout, LedgerUnusable) as err:
         raise LedgerUnavailable(" ".join(str(err).split())) from err
+    except psycopg.OperationalError as err:
+        if not _connection_lost(err):
+            raise
+        raise LedgerUnavailable(" ".join(str(err).split())) from err
+
+
+def _connection_lost(err: psycopg.OperationalError) -> bool:
+    """A client-side failure (no SQLSTATE), a connection exception (class 08) or the server shutting down (57P)."""
+    return err.sqlstate is None or err.sqlstate.startswith(("08", "57P"))
 
 
 async def schema_version(conn: Connection) -> int:
@@ -318,9 +328,7 @@ class PostgresLedger:
 
     async def _take_presence(self, conn: Connection) -> None:
         """Take (or, held already, take once more: it stacks harmlessly) this process's presence lock."""
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._presence_key,))
-        row = await cur.fetchone()
-        if not (row and row[0]):
+        if not await _try_lock(conn, self._presence_key):
             raise LedgerUnusable("another session holds this process's presence lock (a token collision)")
 
     @asynccontextmanager
@@ -336,9 +344,7 @@ class PostgresLedger:
                     conn = await _connect(self._url, self.owner)
                 try:
                     while True:
-                        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(name),))
-                        row = await cur.fetchone()
-                        if row and row[0]:
+                        if await _try_lock(conn, advisory_key(name)):
                             break
                         await anyio.sleep(LOCK_POLL)
                     yield
@@ -460,7 +466,9 @@ class PostgresLedger:
                 try:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     delay = LISTEN_BACKOFF[0]
-                    await waits_changed()  # what changed while nobody listened
+                    # What changed while nobody listened: waits now; a message stored meanwhile reaches its
+                    # waiter at the waiter's own next look (within PROGRESS_EVERY seconds).
+                    await waits_changed()
                     async for note in conn.notifies():
                         await self._heard(json.loads(note.payload), heard, waits_changed)
                 finally:
