@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import anyio
 import pytest
@@ -171,3 +173,29 @@ async def test_429_slows_the_poller_and_the_waiter_still_gets_its_code(make_worl
         after = gaps[recovered:]
         assert after
         assert sum(after) / len(after) >= 0.09  # still slower than the 50 ms schedule for a while
+
+
+async def test_a_429s_pause_is_published_and_the_next_leader_keeps_to_it(
+    make_world: WorldFactory, tmp_path: Path
+) -> None:
+    """The leader that met the rate limit publishes its pause; a process that leads the account afterwards (its
+    leader gone) holds its polls until the pause ends."""
+    ledger_path = tmp_path / "shared.sqlite3"
+    async with make_world(schedule=FAST, ledger_path=ledger_path) as first:
+        rental = await first.rent("gotsms")
+        first.gotsms_sandbox.inject(*MESSAGES, "429")
+        with anyio.fail_after(10):
+            async with first.running() as tg:
+                tg.start_soon(first.delivery.wait, rental, 30.0)
+                while not (published := await first.ledger.paused("gotsms")):
+                    await anyio.sleep(0.02)
+        await first.ledger.pause("gotsms", 60.0)  # as a longer Retry-After would have
+    async with make_world(schedule=FAST, ledger_path=ledger_path) as second:
+        poller = second.delivery.pollers["gotsms"]
+        with anyio.fail_after(10):
+            async with second.running():
+                while "gotsms" not in second.delivery.leading:
+                    await anyio.sleep(0.02)
+                held = poller._hold_until - time.monotonic()
+    assert 0 < published <= 1.0  # the sandbox's Retry-After: 1
+    assert 50.0 < held <= 60.0

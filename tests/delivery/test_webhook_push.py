@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
+from pathlib import Path
 
 import anyio
 import httpx
@@ -215,3 +216,45 @@ async def test_a_push_is_never_given_to_a_purchase_whose_request_never_left(make
     assert purchase is not None
     assert (purchase.state, purchase.rental_id) == ("not_bought", None)
     assert recorded is None
+
+
+async def test_a_push_to_another_process_on_the_ledger_wakes_the_wait_here_once(
+    make_world: WorldFactory, tmp_path: Path
+) -> None:
+    """Two processes on one ledger: the webhook reaches the one where nobody waits. It stores the code; the waiting
+    one hears of it from the ledger (before the next poll, 5 s away) and its observers hear of it once."""
+    ledger_path = tmp_path / "shared.sqlite3"
+    async with (
+        make_world(schedule=SLOW, ledger_path=ledger_path) as here,
+        make_world(
+            schedule=SLOW,
+            ledger_path=ledger_path,
+            gotsms_sandbox=here.gotsms_sandbox,
+            getatext_sandbox=here.getatext_sandbox,
+            pushes_arrive=True,
+        ) as there,
+    ):
+        answers: list[bool] = []
+        sandbox = here.getatext_sandbox
+        sandbox.webhook_url = HOOK
+        sandbox.webhook_transport = httpx.ASGITransport(app=receiver(there, answers))
+        rental = await here.rent("getatext", service="Whatsapp")
+        results: list[WaitResult] = []
+
+        async def wait() -> None:
+            results.append(await here.delivery.wait(rental, 8.0))
+
+        async with here.running() as tg, there.running():
+            tg.start_soon(sandbox.run)
+            tg.start_soon(wait)
+            with anyio.fail_after(3):
+                while requests(sandbox, *STATUS) < 1:  # the first poll (whoever leads) found no code
+                    await anyio.sleep(0.01)
+            sandbox.deliver(int(rental.partition(":")[2]), "004521")
+            result = await first(results, 4.0)
+    assert answers == [True]
+    assert result.outcome == "code_received"
+    assert result.message is not None
+    assert result.message.code == "004521"
+    assert [m.code for m in there.delivered] == ["004521"]  # stored there
+    assert [m.code for m in here.delivered] == ["004521"]  # heard here, once

@@ -60,3 +60,12 @@ def test_quick_cluster_benchmark_prints_every_setup_and_tool() -> None:
         "smsrent x3 list_rentals",
     ]
     assert all(int(r[3]) > 0 for r in rows)  # calls per second
+
+
+@pytest.mark.postgres
+def test_quick_failover_benchmark_prints_every_figure() -> None:
+    shown = benchmark("failover.py", "--quick", "--database-url", server_url(), timeout=300)
+    for heading in ("Code delivery", "Provider listing reads per minute", "Failover after SIGKILL"):
+        assert heading in shown
+    for label in ("1 replica (it polls)", "3 replicas (a follower)", "SIGKILL -> code (follower)"):
+        assert label in shown

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -19,6 +19,7 @@ import anyio
 import httpx
 import httpx2
 import pytest
+from anyio.abc import Process
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from pydantic import SecretStr
@@ -53,11 +54,20 @@ class ListingOutage:
 
 
 @dataclass
+class Served:
+    """One running `smsrent-mcp --http` process and its base URL."""
+
+    base: str
+    process: Process
+
+
+@dataclass
 class Replicas:
     clients: list[Client]
     sandbox: GotSmsSandbox
     store: PostgresStore
     logs: list[Path]
+    servers: list[Served]
 
     def rent_posts(self) -> int:
         return sum(1 for _, method, path in self.sandbox.requests if (method, path) == ("POST", RENTS))
@@ -70,8 +80,8 @@ def day_plan(sandbox: GotSmsSandbox) -> tuple[str, Decimal]:
 
 
 @asynccontextmanager
-async def server(env: dict[str, str], log: Path) -> AsyncIterator[str]:
-    """One `smsrent-mcp --http` process, once its /healthz says ok; yields its base URL."""
+async def server(env: dict[str, str], log: Path) -> AsyncIterator[Served]:
+    """One `smsrent-mcp --http` process, once its /healthz says ok."""
     port = free_port()
     with log.open("wb") as stderr:
         process = await anyio.open_process([command(), "--http", "--port", str(port)], env=env, stderr=stderr)
@@ -84,11 +94,22 @@ async def server(env: dict[str, str], log: Path) -> AsyncIterator[str]:
                         if process.returncode is not None:
                             raise AssertionError(await anyio.Path(log).read_text())
                         await anyio.sleep(0.05)
-            yield base
+            yield Served(base, process)
         finally:
-            process.terminate()
+            with suppress(ProcessLookupError):  # a test may have killed it
+                process.terminate()
             with anyio.fail_after(20):
                 await process.wait()
+
+
+@asynccontextmanager
+async def connect(served: Served) -> AsyncIterator[Client]:
+    """An MCP client of the server over streamable HTTP."""
+    async with (
+        httpx2.AsyncClient(timeout=60) as http,
+        Client(streamable_http_client(f"{served.base}/mcp", http_client=http)) as client,
+    ):
+        yield client
 
 
 async def healthy(http: httpx.AsyncClient, base: str) -> bool:
@@ -103,7 +124,7 @@ async def replicas(
     tmp_path: Path, database_url: SecretStr, sandbox: GotSmsSandbox, app: ASGIApp, **env: str
 ) -> AsyncIterator[Replicas]:
     async with serve_loopback(app) as provider, AsyncExitStack() as stack:
-        logs, clients = [], []
+        logs, clients, servers = [], [], []
         for n in range(3):
             data_dir, log = tmp_path / f"replica-{n}", tmp_path / f"replica-{n}.log"
             replica_env = server_env(
@@ -114,14 +135,11 @@ async def replicas(
                 SMSRENT_LOG_LEVEL="INFO",
                 **env,
             )
-            base = await stack.enter_async_context(server(replica_env, log))
-            http = httpx2.AsyncClient(timeout=60)
-            stack.push_async_callback(http.aclose)
-            clients.append(
-                await stack.enter_async_context(Client(streamable_http_client(f"{base}/mcp", http_client=http)))
-            )
+            served = await stack.enter_async_context(server(replica_env, log))
+            servers.append(served)
+            clients.append(await stack.enter_async_context(connect(served)))
             logs.append(log)
-        yield Replicas(clients, sandbox, PostgresStore(database_url), logs)
+        yield Replicas(clients, sandbox, PostgresStore(database_url), logs, servers)
 
 
 async def test_fifty_purchases_over_three_replicas_buy_exactly_what_the_budget_fits(
@@ -234,8 +252,8 @@ async def test_a_replica_refuses_an_older_schema_naming_migrate_and_migrate_fixe
         assert "run `smsrent-mcp migrate`" in line
         migrated = run(["migrate"], env)
         again = run(["migrate"], env)
-        async with server(env, tmp_path / "server.log") as base, httpx.AsyncClient() as http:
-            health: dict[str, Any] = (await http.get(f"{base}/healthz")).json()
+        async with server(env, tmp_path / "server.log") as served, httpx.AsyncClient() as http:
+            health: dict[str, Any] = (await http.get(f"{served.base}/healthz")).json()
     assert migrated.returncode == 0, migrated.stderr
     assert f"from schema version 0 to {len(MIGRATIONS)}" in migrated.stdout
     assert "nothing to migrate" in again.stdout

@@ -63,7 +63,7 @@ async def two_replicas(
                 **env,
             )
             log = tmp_path / f"{name}.log"
-            replicas.append(Replica(await stack.enter_async_context(server(replica_env, log)), log))
+            replicas.append(Replica((await stack.enter_async_context(server(replica_env, log))).base, log))
         a, b = replicas
         yield a, b
 

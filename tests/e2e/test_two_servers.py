@@ -10,6 +10,7 @@ import itertools
 import os
 import signal
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -26,12 +27,13 @@ from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.e2e.process import command, free_port, server_env
-from tests.mcp import ok, text_of
+from tests.mcp import ok, rent_gotsms, text_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 D = Decimal
 RENTS = "/api/rents"
+MESSAGES = "/api/messages"
 GETATEXT_RENT = "/api/v1/rent-a-number"
 UBER = {"plan_id": "getatext:uber", "max_price": "0.20"}
 
@@ -216,3 +218,30 @@ async def test_what_a_killed_server_left_mid_purchase_is_settled_by_the_other(
     [(rental_id, paid, owner)] = w.query("SELECT rental_id, price, owner FROM purchases")
     assert (rental_id, D(paid), owner) == (f"gotsms:{rent_id}", price, None)
     assert "took over 1 purchase(s) left unsettled by a server that stopped" in stderr
+
+
+async def test_two_servers_poll_the_account_once_and_each_waiter_gets_its_code(
+    tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
+) -> None:
+    """A rental waits on each server: GotSMS's listing is read no more than one poller reads it (a tick a second at
+    its fastest), and each waiter gets its code, whichever server polled it."""
+    watched = 6.0
+    async with world(tmp_path, gotsms_sandbox, getatext_sandbox) as w, w.server("a") as a, w.server("b") as b:
+        rentals = [(await rent_gotsms(s.client))["rental_id"] for s in (a, b)]
+        got: dict[str, Any] = {}
+
+        async def wait(server: Server, rental_id: str) -> None:
+            got[rental_id] = await ok(server.client, "wait_for_code", rental_id=rental_id, timeout_seconds=30)
+
+        with anyio.fail_after(40):
+            async with anyio.create_task_group() as tg:
+                for server, rental_id in zip((a, b), rentals, strict=True):
+                    tg.start_soon(wait, server, rental_id)
+                await anyio.sleep(1.0)  # both waits have started
+                since = time.time()  # the sandbox stamps its requests with this clock
+                await anyio.sleep(watched)
+                reads = sum(1 for at, method, path in gotsms_sandbox.requests if path == MESSAGES and at >= since)
+                for n, rental_id in enumerate(rentals):
+                    gotsms_sandbox.deliver(rental_id.partition(":")[2], f"Your code is 55555{n}", f"55555{n}")
+    assert reads <= watched + 2, reads  # one poller's worth: two would read about twice as often
+    assert [(got[r]["outcome"], got[r]["code"]) for r in rentals] == [("code_received", f"55555{n}") for n in (0, 1)]

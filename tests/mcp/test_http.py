@@ -116,7 +116,8 @@ async def test_token_is_required_on_mcp(token_app: App, gotsms_sandbox: GotSmsSa
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}  # a probe learns the server is up, nothing else
     assert health_with_token.status_code == 200
-    assert set(health_with_token.json()) == {"status", "version", "providers", "tasks"}
+    assert set(health_with_token.json()) == {"status", "version", "database", "providers", "polls", "tasks"}
+    assert health_with_token.json()["database"] == "ok"
     assert gotsms_sandbox.requests == []
 
 

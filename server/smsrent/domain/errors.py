@@ -130,6 +130,17 @@ class ProviderTimeout(ProviderTransportError):
     """No answer in time."""
 
 
+class LedgerUnavailable(SmsRentError):
+    """The ledger's database cannot be reached right now (the server reconnects by itself): nothing was done."""
+
+    def __init__(self, why: str = "") -> None:
+        super().__init__(
+            "The ledger's database cannot be reached right now, so nothing was bought or changed; try again in a"
+            " minute (the server reconnects by itself)."
+        )
+        self.why = why
+
+
 class GuardRefusal(SmsRentError):
     """The server's own money-safety rules refused the action; nothing was sent to the provider."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
+import anyio
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
@@ -25,10 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smsrent import __version__
 from smsrent.config import is_loopback
+from smsrent.domain.errors import LedgerUnavailable
 from smsrent.mcp import observe
 from smsrent.mcp.app import App
 from smsrent.mcp.auth import Credentials, caller, metadata_routes
 from smsrent.mcp.webhook import MAX_BODY, webhook_route
+from smsrent.service.ledger import Ledger
 
 MCP_PATH = "/mcp"
 CREDENTIAL_PARAMS = frozenset(
@@ -38,6 +41,7 @@ WEBHOOK_PREFIX = "/webhooks/"
 WILDCARDS = ("0.0.0.0", "::", "[::]")
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # what the SDK allows on its own loopback binds
 MCP_BODY_LIMIT = 1024 * 1024  # bytes; JSON-RPC requests to this server are a few hundred bytes
+HEALTH_TIMEOUT = 2.0  # seconds the ledger has to answer /healthz
 WEBHOOK_BODY_LIMIT = MAX_BODY  # the webhook route's own limit, enforced here before anything reads the body
 
 
@@ -51,15 +55,29 @@ def http_app(app: App, host: str) -> ASGIApp:
     security = _allowlist(host, () if is_loopback(host) else app.settings.http_allowed_hosts)
 
     async def healthz(request: Request) -> Response:
-        """200 while serving, "degraded" when a background task keeps failing (the tools still answer); the
-        version, providers and tasks only for a caller with a credential (or when none is configured)."""
+        """200 while serving, "degraded" when a background task keeps failing (the tools still answer); 503
+        "unavailable" while the ledger's database cannot be reached. The version, database, providers (and which
+        of them this server polls, leading their accounts) and tasks only for a caller with a credential (or when
+        none is configured)."""
         state = app.runtime.state
-        status = "starting" if state is None else "degraded" if app.supervisor.degraded else "ok"
+        database = "ok" if state is None or await _reachable(state.rentals.ledger) else "unreachable"
+        status = (
+            "starting"
+            if state is None
+            else "unavailable"
+            if database != "ok"
+            else "degraded"
+            if app.supervisor.degraded
+            else "ok"
+        )
+        code = 503 if status == "unavailable" else 200
         if caller(request.scope) is None:
-            return JSONResponse({"status": status})
+            return JSONResponse({"status": status}, status_code=code)
         providers = {} if state is None else {n: {"sandbox": p.sandbox} for n, p in state.rentals.providers.items()}
+        leads = [] if state is None else sorted(state.delivery.leading)
         tasks = app.supervisor.report()
-        return JSONResponse({"status": status, "version": __version__, "providers": providers, "tasks": tasks})
+        body = {"status": status, "version": __version__, "database": database, "providers": providers}
+        return JSONResponse(body | {"polls": leads, "tasks": tasks}, status_code=code)
 
     app.mcp.custom_route("/healthz", methods=["GET"])(healthz)
     route = webhook_route(app.runtime, app.settings, app.webhook_secret)
@@ -71,6 +89,17 @@ def http_app(app: App, host: str) -> ASGIApp:
     starlette.router.routes[:0] = metadata_routes(app.settings)  # ahead of the SDK's own, which lists fewer scopes
     starlette.user_middleware.append(Middleware(BodyLimit))  # inside the SDK's authentication: it knows the caller
     return NoCredentialInUrl(starlette, app.credentials)
+
+
+async def _reachable(ledger: Ledger) -> bool:
+    """Whether the ledger answers (its database's clock) within HEALTH_TIMEOUT seconds."""
+    with anyio.move_on_after(HEALTH_TIMEOUT):
+        try:
+            await ledger.now()
+        except LedgerUnavailable:
+            return False
+        return True
+    return False
 
 
 def _allowlist(host: str, extra: tuple[str, ...]) -> TransportSecuritySettings:

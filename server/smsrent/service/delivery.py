@@ -3,6 +3,10 @@
 Every message goes to the ledger first (`Rentals.record_messages`), then wakes the waiters of its
 rental and the other observers (resource subscribers). A wait claims messages through the rental's
 stored cursor, so it never misses a code that came before it started and never returns one twice.
+
+Processes sharing a ledger behave as one: each publishes its waits and expectations to the ledger, one of them
+leads each provider account (`Ledger.lead`) and polls for everyone's waits, and each hears of the messages the
+others store (`Ledger.listen`) and tells its own observers.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from typing import Literal
 
 import anyio
 
-from smsrent.domain.errors import ProviderError
+from smsrent.domain.errors import LedgerUnavailable, ProviderError
 from smsrent.domain.ids import parse_rental_id
 from smsrent.domain.models import Message, NumberStatus, Receipt, Rental, RentalStatus
 from smsrent.domain.principal import OWNER, Principal
 from smsrent.providers.base import AccountInbox, Wakeable
 from smsrent.providers.getatext import WebhookCode
+from smsrent.service.ledger import Wait, while_held
 from smsrent.service.pollers import InboxPoller, Poller, RentalPoller, Schedule
 from smsrent.service.rentals import Rentals
 from smsrent.service.supervisor import Supervisor
@@ -34,6 +39,8 @@ WaitOutcome = Literal["code_received", "still_waiting", "rental_ended"]
 NumberPhase = Literal["queued", "online", "unknown"]
 Progress = Callable[[float, str], Awaitable[None]]
 PROGRESS_EVERY = 5.0
+REFRESH_EVERY = 1.0  # seconds between a leader's reads of every process's waits (PostgreSQL also tells at once)
+LEAD_RETRY = 2.0  # seconds before trying a leadership again after the ledger's database went away
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,14 @@ class Delivery:
         self._signals: dict[str, anyio.Event] = {}
         self._awake: dict[str, _Awake] = {}
         self._wake_locks: dict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        self._shared: dict[str, Wait] = {}  # the other processes' waits, as the ledger last said (read while leading)
+        self._changed = anyio.Event()  # this process's waits or expectations changed, or a pause began: publish
+        self._pauses: dict[str, float] = {}  # rate limits' pauses (seconds) not yet published, by provider
+        self.leading: set[str] = set()  # the providers whose accounts this process polls
         self.pollers: dict[str, Poller] = {}
         self.handover_observers: list[Callable[[Message, float], None]] = []  # (message, when a waiter got it)
         rentals.observers.append(self._wake_waiters)
-        schedule = schedule or Schedule()
+        self.schedule = schedule = schedule or Schedule()
         for provider in rentals.providers.values():
             if isinstance(provider, AccountInbox):
                 self.pollers[provider.name] = InboxPoller(
@@ -94,12 +105,102 @@ class Delivery:
                     pushed=lambda: self.pushes_arrive,
                     failed=functools.partial(self.supervisor.failed, _task_name(provider.name)),
                 )
+            self.pollers[provider.name].pauses.append(functools.partial(self._paused, provider.name))
 
     async def run(self) -> None:
-        """Run every provider's poller, each under the supervisor, until cancelled."""
+        """Until cancelled, under the supervisor: each provider's poller while this process leads its account, the
+        publishing of this process's waits, and the hearing of messages other processes store."""
         async with anyio.create_task_group() as tg:
             for name, poller in self.pollers.items():
-                tg.start_soon(self.supervisor.run, _task_name(name), poller.run)
+                tg.start_soon(self.supervisor.run, _task_name(name), functools.partial(self._lead, name, poller))
+            tg.start_soon(self.supervisor.run, "publish", self._publish)
+            tg.start_soon(
+                self.supervisor.run, "listen", functools.partial(self.ledger.listen, self.rentals.heard, self._refresh)
+            )
+
+    # -- One poller per provider account, among the processes on the ledger ------------------------------------
+
+    async def _lead(self, name: str, poller: Poller) -> None:
+        """Poll the account while this process leads it; until then (or once the database is back), try again."""
+        failing = False  # log once per outage: the next leadership is logged too
+
+        async def leading() -> None:
+            nonlocal failing
+            failing = False
+            await self._leading(name, poller)
+
+        while True:
+            try:
+                await self.ledger.lead(_task_name(name), leading)
+            except LedgerUnavailable as err:
+                if not failing:
+                    why = err.why or err.message
+                    log.warning("not polling %s: %s; trying again every %.0f s", name, why, LEAD_RETRY)
+                failing = True
+            await anyio.sleep(LEAD_RETRY)
+
+    async def _leading(self, name: str, poller: Poller) -> None:
+        self.leading.add(name)
+        log.info("this server polls %s for every server on the ledger", name)
+        try:
+            if paused := await self.ledger.paused(name):  # a rate limit the last leader met still holds
+                poller.hold(paused)
+            if await while_held(poller.run, self._refreshing):
+                raise LedgerUnavailable(f"could not read the waits of the other servers, so stopped polling {name}")
+        finally:
+            self.leading.discard(name)
+
+    async def _refreshing(self) -> None:
+        """Refresh every REFRESH_EVERY seconds; returns once the ledger cannot be read."""
+        try:
+            while True:
+                await self._refresh()
+                await anyio.sleep(REFRESH_EVERY)
+        except LedgerUnavailable:
+            return
+
+    async def _refresh(self) -> None:
+        """While leading: learn the other processes' waits. A new expectation ticks its poller now, as a local one
+        does."""
+        if not self.leading:
+            return
+        shared, known = await self.ledger.waits(), self._shared
+        self._shared = shared
+        for rental_id, wait in shared.items():
+            provider = rental_id.partition(":")[0]
+            seen = known.get(rental_id)
+            if provider in self.leading and (seen is None or wait.expected > seen.expected):
+                self.pollers[provider].expect(rental_id)
+            elif provider in self.leading and wait.started is not None:
+                self.pollers[provider].resume()
+
+    async def _publish(self) -> None:
+        """Publish this process's waits (and recent expectations) each time they change, and each rate limit's
+        pause (so a new leader keeps to it)."""
+        while True:
+            await self._changed.wait()
+            self._changed = anyio.Event()
+            pauses, self._pauses = self._pauses, {}
+            try:
+                for provider, seconds in pauses.items():
+                    await self.ledger.pause(provider, seconds)
+                await self.ledger.publish_waits(self._own_waits())
+            except BaseException:
+                self._pauses = pauses | self._pauses
+                self._changed.set()  # publish again once the supervisor runs this again
+                raise
+
+    def _paused(self, provider: str, seconds: float) -> None:
+        self._pauses[provider] = max(seconds, self._pauses.get(provider, 0.0))
+        self._changed.set()
+
+    def _own_waits(self) -> dict[str, Wait]:
+        now, recent = time.time(), self.schedule.steps[-1][0]
+        waits = {r: Wait(None, at) for r, at in self._expected.items() if now - at < recent}
+        for rental_id, count in self._waiters.items():
+            if count:
+                waits[rental_id] = Wait(self._started.get(rental_id, 0.0), self._expected.get(rental_id, 0.0))
+        return waits
 
     # -- Storing and fanning out ----------------------------------------------------------------------
 
@@ -119,6 +220,7 @@ class Delivery:
     def expect(self, rental_id: str, at: float | None = None) -> None:
         """A code may come soon for this rental (just rented, woken, or online): poll fast for a while."""
         self._expected[rental_id] = max(self._expected.get(rental_id, 0.0), at or time.time())
+        self._changed.set()
         poller = self.pollers.get(rental_id.partition(":")[0])
         if poller is not None:
             poller.expect(rental_id)
@@ -127,13 +229,17 @@ class Delivery:
         prefix = provider + ":"
 
         def waiting() -> dict[str, float]:
-            return {r: self._expected.get(r, 0.0) for r, n in self._waiters.items() if n and r.startswith(prefix)}
+            """The rentals waited for here or, as the ledger said, by any process: when a code was last expected."""
+            local = {r: self._expected.get(r, 0.0) for r, n in self._waiters.items() if n and r.startswith(prefix)}
+            shared = {r: w.expected for r, w in self._shared.items() if w.started is not None and r.startswith(prefix)}
+            return {r: max(local.get(r, 0.0), shared.get(r, 0.0)) for r in local | shared}
 
         return waiting
 
     async def _oldest_start(self, rental_ids: Collection[str]) -> float:
         """How far back a message page must be read: the earliest start among the waited rentals."""
-        return min((self._started.get(r, 0.0) for r in rental_ids), default=0.0) - 60.0
+        starts = (self._started.get(r, _started(self._shared.get(r))) for r in rental_ids)
+        return min(starts, default=0.0) - 60.0
 
     # -- Waiting ------------------------------------------------------------------------------------
 
@@ -161,6 +267,7 @@ class Delivery:
         started = time.monotonic()
         self._waiters[key] += 1
         self._started[key] = rental.started_at.timestamp() if rental.started_at else 0.0
+        self._changed.set()
         if key not in self._waited:  # the first wait on a rental: the code was just requested, so poll fast
             self._waited.add(key)
             self.expect(key)
@@ -175,6 +282,7 @@ class Delivery:
             self._waiters[key] -= 1
             if not self._waiters[key]:
                 del self._waiters[key]
+                self._changed.set()
 
     async def _wait(
         self, key: str, rental: Rental, started: float, seconds: float, progress: Progress | None
@@ -302,6 +410,10 @@ class Delivery:
         else:
             self.expect(pushed.rental_id)  # poll rental-status soon, until it shows the code
         return True
+
+
+def _started(wait: Wait | None) -> float:
+    return 0.0 if wait is None or wait.started is None else wait.started
 
 
 def _task_name(provider: str) -> str:

@@ -80,6 +80,7 @@ class Poller:
         self._kicked = anyio.Event()
         self._slow_until = 0.0
         self._hold_until = 0.0  # a rate limit's pause: no request before this, kicked or not
+        self.pauses: list[Callable[[float], None]] = []  # hear of each rate limit's pause (seconds)
         self._last_tick = -math.inf
         self._idle = False
 
@@ -125,9 +126,15 @@ class Poller:
         """A 429: pause the whole account for its Retry-After, then poll at half speed for five minutes."""
         pause = err.retry_after if err.retry_after is not None else 5.0
         log.warning("%s is rate limiting; polling slower for a while (pause %.0f s)", self.name, pause)
-        self._slow_until = time.monotonic() + 300.0
-        self._hold_until = time.monotonic() + pause
+        self.hold(pause)
+        for observer in self.pauses:
+            observer(pause)
         return pause
+
+    def hold(self, pause: float) -> None:
+        """No request for `pause` seconds, then half speed for five minutes."""
+        self._slow_until = time.monotonic() + 300.0
+        self._hold_until = max(self._hold_until, time.monotonic() + pause)
 
     def delay(self, waiting: dict[str, float]) -> float:
         """The next tick's delay, by the age of the latest burst of expectations among the waited rentals."""

@@ -23,7 +23,7 @@ from typing import Literal
 import anyio
 
 from smsrent.config import SETTLE_AFTER
-from smsrent.domain.errors import GuardRefusal, ProviderError, PurchaseUnsettled
+from smsrent.domain.errors import GuardRefusal, LedgerUnavailable, ProviderError, PurchaseUnsettled
 from smsrent.domain.ids import parse_plan_id, parse_rental_id
 from smsrent.domain.models import Receipt, Rental, format_money
 from smsrent.domain.principal import OWNER, Principal
@@ -249,9 +249,19 @@ class Purchases:
         """Until cancelled: tell the other processes on this ledger that this one is alive, and settle what those
         that are gone left mid-purchase. After a gap in this process's own beats (a suspended machine) the others
         are not judged at once: their beats paused too."""
-        last = time.time()
+        last, missed = time.time(), 0
         while True:
-            await self.ledger.beat()
+            try:
+                await self.ledger.beat()
+            except LedgerUnavailable as err:  # beat again as soon as the database is back, not after a back-off
+                if not missed:
+                    log.warning("cannot tell the other servers this one is alive: %s", err.why or err.message)
+                missed += 1
+                await anyio.sleep(every)
+                continue
+            if missed:
+                log.warning("the ledger's database answers again after %d missed heartbeats", missed)
+            missed = 0
             now = time.time()
             if now - last < every + STALE_AFTER / 2 and await self.recover():
                 await self.reconcile_all()

@@ -151,10 +151,15 @@ class Rentals:
         """The one way messages are stored: ledger first (a provider may show a message only once), then the
         observers (waiters, subscribers) hear of the new ones."""
         new = await self.ledger.add_messages(messages)
-        if new:
-            for observer in self.observers:
-                await observer(new)
+        await self.heard(new)
         return new
+
+    async def heard(self, messages: Sequence[Message]) -> None:
+        """The observers hear of newly stored messages: stored here, or by another process on the ledger (each
+        process tells its own waiters and subscribers, so each hears once)."""
+        if messages:
+            for observer in self.observers:
+                await observer(messages)
 
     async def record(self, receipt: Receipt) -> Rental:
         """A provider's answer about a rental: its messages first, then the rental."""

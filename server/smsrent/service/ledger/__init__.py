@@ -10,7 +10,7 @@ database's clock, so `now()` is the one to compare them with.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Protocol, cast
 
+import anyio
 from pydantic import SecretStr
 
 from smsrent.domain.models import Message, Rental, RentalStatus
@@ -25,6 +26,8 @@ from smsrent.domain.models import Message, Rental, RentalStatus
 DAY = 86400.0
 HEARTBEAT_EVERY = 5.0  # seconds between a process's heartbeats
 STALE_AFTER = 30.0  # a process whose heartbeat is older than this is gone (crashed, or its machine did)
+LEAD_POLL = 1.0  # seconds between a follower's attempts at a leadership (failover takes about this long)
+LEAD_CHECK = 1.0  # seconds between a leader's checks that it still leads
 DEFAULT_AGENT = "owner"  # the agent (the owner) of every purchase, rental and refusal until agents exist
 
 PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
@@ -55,6 +58,19 @@ class Purchase:
     source_rental_id: str | None  # the rental it extends, renews or re-rents
     verified: bool  # False: bought by what the balance showed, counted at max_price until its rental is found
     owner: str | None = None  # the process whose purchase call is handling it, while it runs
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A rental some process wants codes for, in epoch seconds (scheduling hints, never money): the rental's start
+    when a `wait_for_code` waits on it (how far back the poller reads; None: nobody waits, a code only became
+    expected), and when a code last became expected (a rent, a wake-up, a first wait), by that process's clock."""
+
+    started: float | None
+    expected: float
+
+
+Heard = Callable[[Sequence[Message]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,32 @@ class Ledger(Protocol):
     async def in_other_hands(self, provider: str) -> bool:
         """Whether another process is handling a purchase of `provider`."""
         ...
+
+    # -- One poller per provider account
+    async def lead(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Wait until this process leads `name` among every process on this ledger (one leader at a time; a leader
+        that is gone loses it), then run `work` while leading. Returns when `work` does; if the leadership is
+        lost (the database went away), `work` is cancelled and LedgerUnavailable raised."""
+
+    async def publish_waits(self, waits: Mapping[str, Wait]) -> None:
+        """Replace this process's waits with `waits` (by rental id), so that whichever process polls learns of
+        them."""
+
+    async def waits(self) -> dict[str, Wait]:
+        """Every other live process's waits, merged per rental (`merge_waits`)."""
+        ...
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        """A rate limit (429): `provider`'s account pauses for `seconds` from now (the ledger's clock), for
+        whichever process polls it (a new leader too)."""
+
+    async def paused(self, provider: str) -> float:
+        """Seconds left of `provider`'s pause (0 when none)."""
+        ...
+
+    async def listen(self, heard: Heard, waits_changed: Callable[[], Awaitable[None]]) -> None:
+        """Until cancelled: `heard` hears of the messages other processes store (each once, after its commit),
+        `waits_changed` of their waits changing (where the backend can tell). Reconnects by itself."""
 
     # -- Rentals
     async def save_rental(self, rental: Rental) -> Rental:
@@ -279,6 +321,29 @@ class Ledger(Protocol):
         ...
 
 
+async def while_held(work: Callable[[], Awaitable[None]], held: Callable[[], Awaitable[None]]) -> bool:
+    """Run `work` beside `held`, which returns once a hold (a leadership) is lost: then `work` is cancelled. True if
+    the hold was lost; an exception of `work` propagates as it was raised (not in a group)."""
+    lost, failure = False, None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal lost
+            await held()
+            lost = True
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            await work()
+        except Exception as err:
+            failure = err
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return lost
+
+
 def no_check(_committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
     """A reservation without limits."""
 
@@ -359,11 +424,35 @@ def merge(known: Rental, update: Rental) -> Rental:
 
 
 def in_arrival_order(messages: Sequence[Message], now: float) -> list[Message]:
-    """Messages as stored: those without a provider time get `now`, then oldest first (providers may list newest
-    first; the cursor hands out messages in the order stored)."""
+    """Messages as stored (`storable`): those without a provider time get `now`, then oldest first (providers may
+    list newest first; the cursor hands out messages in the order stored)."""
     first_seen = datetime.fromtimestamp(now, UTC)
-    timed = [m if m.received_at else m.model_copy(update={"received_at": first_seen}) for m in messages]
+    timed = [storable(m if m.received_at else m.model_copy(update={"received_at": first_seen})) for m in messages]
     return sorted(timed, key=lambda m: m.received_at or first_seen)
+
+
+def merge_waits(rows: Iterable[tuple[str, float | None, float]]) -> dict[str, Wait]:
+    """Waits given as (rental_id, started, expected) merged per rental: the earliest start (None if nobody waits),
+    the latest expectation."""
+    merged: dict[str, Wait] = {}
+    for rental_id, started, expected in rows:
+        known = merged.get(rental_id)
+        if known is not None:
+            starts = [s for s in (known.started, started) if s is not None]
+            started, expected = min(starts, default=None), max(known.expected, expected)
+        merged[rental_id] = Wait(started, expected)
+    return merged
+
+
+def storable(message: Message) -> Message:
+    """The message as both backends store it: a NUL (an SMS may carry one; a PostgreSQL text column refuses it)
+    becomes U+FFFD in every field."""
+    fields = {
+        name: value.replace("\x00", "\ufffd")
+        for name in Message.model_fields
+        if isinstance(value := getattr(message, name), str) and "\x00" in value
+    }
+    return message.model_copy(update=fields) if fields else message
 
 
 def is_orphan(

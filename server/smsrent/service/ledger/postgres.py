@@ -15,18 +15,28 @@ What must hold across replicas is held by the database, never by a replica:
   start is judged by itself.
 - a message is stored once (`ON CONFLICT DO NOTHING` on its id), and the `wait_for_code` cursor is claimed in one
   `UPDATE ... RETURNING` on the oldest unreturned message (`FOR UPDATE SKIP LOCKED`), so no two claims anywhere
-  return the same message.
+  return the same message;
+- the transaction that stores messages sends a `NOTIFY` naming them (delivered on commit only), as does each
+  change of a process's waits; every replica `LISTEN`s on a connection of its own (`listen`), reconnecting with
+  back-off;
+- a leadership (`lead`, one poller per provider account) is a session advisory lock on a connection of its own,
+  checked every LEAD_CHECK seconds: a killed leader's lock goes with its connection, so a follower (trying
+  every LEAD_POLL seconds) takes over within about a second or two.
+When the database cannot be reached, every call raises LedgerUnavailable (the pool checks each connection it
+hands out and reconnects by itself).
 Every stored time is the database's `clock_timestamp()`; `now()` reads that clock.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from decimal import Decimal
 from typing import TypeVar
 
@@ -34,20 +44,24 @@ import anyio
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import SecretStr
 
+from smsrent.domain.errors import LedgerUnavailable
 from smsrent.domain.models import Message, Rental
 from smsrent.observe.tracing import traced_write
 from smsrent.service.ledger import (
     DAY,
     DEFAULT_AGENT,
+    LEAD_CHECK,
+    LEAD_POLL,
     STALE_AFTER,
     UNSETTLED,
     AuditEntry,
     Charge,
     Check,
     Handover,
+    Heard,
     LedgerUnusable,
     Purchase,
     PurchaseKind,
@@ -55,6 +69,7 @@ from smsrent.service.ledger import (
     Refusal,
     RentalRecord,
     StoredMessage,
+    Wait,
     audit_entry,
     charge,
     committed_split,
@@ -62,10 +77,14 @@ from smsrent.service.ledger import (
     in_arrival_order,
     is_orphan,
     merge,
+    merge_waits,
     no_check,
     purchase_from_row,
+    while_held,
 )
 from smsrent.service.ledger.postgres_migrations import MIGRATIONS, VERSIONS_TABLE
+
+log = logging.getLogger("smsrent.ledger")
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -73,6 +92,9 @@ Connection = psycopg.AsyncConnection[TupleRow]
 CONNECT_TIMEOUT = 5  # seconds to reach the database before a start fails
 POOL_SIZE = 8  # connections per replica for reads and writes (locks and presence have their own)
 LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
+CHANNEL = "smsrent"  # the NOTIFY channel: {"owner": token, "seqs": [...]} for messages, {"owner", "waits": 1}
+NOTIFY_SEQS = 500  # message seqs per NOTIFY (a payload must stay under 8000 bytes)
+LISTEN_BACKOFF = (0.5, 10.0)  # the listener's first and longest wait before reconnecting
 HOST = socket.gethostname()
 
 _PURCHASE_COLUMNS = (
@@ -140,6 +162,25 @@ def _application(owner: str | None) -> str:
     return "smsrent" if owner is None else f"smsrent {owner}"
 
 
+@contextmanager
+def unavailable_when_down() -> Iterator[None]:
+    """A database that cannot be reached (now, or for the rest of a call) as LedgerUnavailable; other errors (a
+    deadlock, a cancelled query) as they are."""
+    try:
+        yield
+    except (PoolTimeout, LedgerUnusable) as err:
+        raise LedgerUnavailable(" ".join(str(err).split())) from err
+    except psycopg.OperationalError as err:
+        if not _connection_lost(err):
+            raise
+        raise LedgerUnavailable(" ".join(str(err).split())) from err
+
+
+def _connection_lost(err: psycopg.OperationalError) -> bool:
+    """A client-side failure (no SQLSTATE), a connection exception (class 08) or the server shutting down (57P)."""
+    return err.sqlstate is None or err.sqlstate.startswith(("08", "57P"))
+
+
 async def schema_version(conn: Connection) -> int:
     cur = await conn.execute("SELECT to_regclass('smsrent_schema') IS NOT NULL")
     if not (await cur.fetchone() or (False,))[0]:
@@ -198,6 +239,8 @@ class PostgresLedger:
             database_url.get_secret_value(),
             min_size=1,
             max_size=POOL_SIZE,
+            timeout=CONNECT_TIMEOUT,  # a call waits this long for a connection before the database counts as down
+            check=AsyncConnectionPool.check_connection,  # a connection broken by a database restart is replaced
             kwargs={
                 "autocommit": True,
                 "connect_timeout": CONNECT_TIMEOUT,
@@ -244,13 +287,19 @@ class PostgresLedger:
     @traced_write("postgresql")
     async def _write(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
         """Run `fn` in one transaction (committed, or rolled back if it raises)."""
-        async with self._pool.connection() as conn, conn.transaction():
-            return await fn(conn)
+        with unavailable_when_down():
+            async with self._pool.connection() as conn, conn.transaction():
+                return await fn(conn)
 
     async def _rows(self, query: str, params: Sequence[object] = ()) -> list[TupleRow]:
-        async with self._pool.connection() as conn:
-            cur = await conn.execute(query, params)
-            return await cur.fetchall()
+        with unavailable_when_down():
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall()
+
+    async def _notify(self, conn: Connection, **payload: object) -> None:
+        """Tell every listener (`listen`), once this transaction commits."""
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, json.dumps({"owner": self.owner, **payload})))
 
     async def now(self) -> float:
         (row,) = await self._rows("SELECT extract(epoch FROM clock_timestamp())::float8")
@@ -268,7 +317,8 @@ class PostgresLedger:
                 await self._presence.close()
                 self._presence = None
         if self._presence is None:
-            self._presence = await _connect(self._url, self.owner)
+            with unavailable_when_down():
+                self._presence = await _connect(self._url, self.owner)
             await self._take_presence(self._presence)
 
         async def beat(conn: Connection) -> None:
@@ -283,9 +333,7 @@ class PostgresLedger:
 
     async def _take_presence(self, conn: Connection) -> None:
         """Take (or, held already, take once more: it stacks harmlessly) this process's presence lock."""
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._presence_key,))
-        row = await cur.fetchone()
-        if not (row and row[0]):
+        if not await _try_lock(conn, self._presence_key):
             raise LedgerUnusable("another session holds this process's presence lock (a token collision)")
 
     @asynccontextmanager
@@ -297,12 +345,11 @@ class PostgresLedger:
         local = self._locks.setdefault(name, anyio.Lock())
         async with local:
             try:
-                conn = await _connect(self._url, self.owner)
+                with unavailable_when_down():
+                    conn = await _connect(self._url, self.owner)
                 try:
                     while True:
-                        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(name),))
-                        row = await cur.fetchone()
-                        if row and row[0]:
+                        if await _try_lock(conn, advisory_key(name)):
                             break
                         await anyio.sleep(LOCK_POLL)
                     yield
@@ -350,6 +397,105 @@ class PostgresLedger:
             (provider, self.owner),
         )
         return bool(rows)
+
+    # -- One poller per provider account ------------------------------------------------------------
+
+    async def lead(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        with unavailable_when_down():
+            conn = await _connect(self._url, self.owner)
+        try:
+            with unavailable_when_down():
+                while True:  # a lock, not an event: its holder may be another replica
+                    if await _try_lock(conn, advisory_key(f"lead:{name}")):
+                        break
+                    await anyio.sleep(LEAD_POLL)
+            lost: list[psycopg.Error] = []
+
+            async def held() -> None:
+                """Returns once the lock's connection is found broken (so the lock is gone)."""
+                try:
+                    while True:
+                        await anyio.sleep(LEAD_CHECK)
+                        await conn.execute("SELECT 1")
+                except psycopg.Error as err:
+                    lost.append(err)
+
+            if await while_held(work, held):
+                raise LedgerUnavailable(f"lost the leadership of {name}: {' '.join(str(lost[0]).split())}")
+        finally:
+            with anyio.CancelScope(shield=True):
+                await conn.close()
+
+    async def publish_waits(self, waits: Mapping[str, Wait]) -> None:
+        async def publish(conn: Connection) -> None:
+            await conn.execute("DELETE FROM waits WHERE owner = %s", (self.owner,))
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO waits (owner, rental_id, started_at, expected_at) VALUES (%s, %s, %s, %s)",
+                    [(self.owner, rental_id, w.started, w.expected) for rental_id, w in waits.items()],
+                )
+            await self._notify(conn, waits=1)
+
+        await self._write(publish)
+
+    async def waits(self) -> dict[str, Wait]:
+        rows = await self._rows(
+            "SELECT rental_id, started_at, expected_at FROM waits WHERE owner <> %s AND owner IN (SELECT token"
+            " FROM processes WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %s))",
+            (self.owner, STALE_AFTER),
+        )
+        return merge_waits(rows)
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        await self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO pauses (provider, until) VALUES (%s, clock_timestamp() + make_interval(secs => %s))"
+                " ON CONFLICT (provider) DO UPDATE SET until = GREATEST(pauses.until, excluded.until)",
+                (provider, seconds),
+            )
+        )
+
+    async def paused(self, provider: str) -> float:
+        rows = await self._rows(
+            "SELECT GREATEST(0, extract(epoch FROM until - clock_timestamp()))::float8 FROM pauses WHERE provider = %s",
+            (provider,),
+        )
+        return float(rows[0][0]) if rows else 0.0
+
+    async def listen(self, heard: Heard, waits_changed: Callable[[], Awaitable[None]]) -> None:
+        delay = LISTEN_BACKOFF[0]
+        while True:
+            try:
+                with unavailable_when_down():
+                    conn = await _connect(self._url, self.owner)
+                try:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    delay = LISTEN_BACKOFF[0]
+                    # What changed while nobody listened: waits now; a message stored meanwhile reaches its
+                    # waiter at the waiter's own next look (within PROGRESS_EVERY seconds).
+                    await waits_changed()
+                    async for note in conn.notifies():
+                        await self._heard(json.loads(note.payload), heard, waits_changed)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await conn.close()
+            except (psycopg.OperationalError, LedgerUnavailable) as err:
+                why = err.why if isinstance(err, LedgerUnavailable) else _first_line(err)
+                log.warning("not hearing the other replicas (%s); listening again in %.1f s", why, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, LISTEN_BACKOFF[1])
+
+    async def _heard(
+        self, payload: dict[str, object], heard: Heard, waits_changed: Callable[[], Awaitable[None]]
+    ) -> None:
+        if payload.get("owner") == self.owner:
+            return  # this process told its own observers already
+        if payload.get("waits"):
+            await waits_changed()
+        seqs = payload.get("seqs")
+        if isinstance(seqs, list) and seqs:
+            rows = await self._rows("SELECT data FROM messages WHERE seq = ANY(%s) ORDER BY seq", (seqs,))
+            await heard([Message.model_validate_json(row[0]) for row in rows])
 
     # -- Rentals ------------------------------------------------------------------------------------
 
@@ -408,16 +554,18 @@ class PostgresLedger:
         async def add(conn: Connection) -> list[Message]:
             cur = await conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
             now = float((await cur.fetchall())[0][0])
-            new = []
+            new, seqs = [], []
             for message in in_arrival_order(messages, now):
                 cur = await conn.execute(
                     "INSERT INTO messages (message_id, rental_id, data, stored_at)"
                     " VALUES (%s, %s, %s, to_timestamp(%s)) ON CONFLICT (message_id) DO NOTHING RETURNING seq",
                     (message.message_id, message.rental_id, message.model_dump_json(), now),
                 )
-                if await cur.fetchone():
+                if row := await cur.fetchone():
                     new.append(message)
-            # Listeners on other replicas would hear of `new` here, in this transaction: NOTIFY is sent on commit.
+                    seqs.append(row[0])
+            for start in range(0, len(seqs), NOTIFY_SEQS):
+                await self._notify(conn, seqs=seqs[start : start + NOTIFY_SEQS])
             return new
 
         return await self._write(add) if messages else []
@@ -550,8 +698,9 @@ class PostgresLedger:
         return [purchase_from_row(row) for row in rows]
 
     async def committed(self, agent: str | None = None) -> Decimal:
-        async with self._pool.connection() as conn:
-            rows = await _committed_rows(conn)
+        with unavailable_when_down():
+            async with self._pool.connection() as conn:
+                rows = await _committed_rows(conn)
         return committed_sum(row for row in rows if agent in (None, row[4]))
 
     # -- Figures (metrics, report, dashboard) and the audit ---------------------------------------------
@@ -633,6 +782,16 @@ _BUYER = (
     "COALESCE((SELECT agent FROM purchases WHERE rental_id = %s AND kind = 'rent' AND state = 'bought'"
     " ORDER BY purchase_id DESC LIMIT 1), 'owner')"
 )
+
+
+async def _try_lock(conn: Connection, key: int) -> bool:
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+def _first_line(err: Exception) -> str:
+    return next(iter(str(err).splitlines()), type(err).__name__)
 
 
 async def _committed_rows(conn: Connection) -> list[TupleRow]:

@@ -9,7 +9,8 @@ is large); never drop, rename or retype what the previous release reads or write
 its writes would break. Removing something takes two releases: stop using it, then drop it.
 
 Money is NUMERIC (exact); every time is a `timestamptz` from the database's clock (`clock_timestamp()`), never
-a replica's, so that budget windows, settle windows and heartbeats agree across machines. Rentals and messages
+a replica's, so that budget windows, settle windows and heartbeats agree across machines (a wait's times are
+its process's scheduling hints, not deadlines: plain epoch seconds). Rentals and messages
 are stored as the JSON the domain models write (as text: `jsonb` refuses the `\\u0000` an SMS may carry).
 """
 
@@ -112,6 +113,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             detail text
         );
         CREATE INDEX audit_by_time ON audit (at);
+        """,
+    ),
+    Migration(
+        "waits: the rentals each process wants codes for, read by the poller's leader; pauses of rate-limited accounts",
+        """
+        CREATE TABLE waits (
+            owner text NOT NULL,
+            rental_id text NOT NULL,
+            started_at double precision,
+            expected_at double precision NOT NULL,
+            PRIMARY KEY (owner, rental_id)
+        );
+        CREATE TABLE pauses (
+            provider text PRIMARY KEY,
+            until timestamptz NOT NULL
+        );
         """,
     ),
 )

@@ -7,17 +7,20 @@ blocks and in-process calls are serialised; `BEGIN IMMEDIATE` also serialises ot
 Several servers may share one file (Claude Desktop and Claude Code on the default data dir). Each open
 ledger registers its process (host, pid, a random token, a heartbeat); a purchase in flight names the
 process handling it, and a ledger lock names its holder. What belongs to a process that is gone (its
-heartbeat stale, or on this host its pid ended) is taken over: nothing of a live process is.
+heartbeat stale, or on this host its pid ended) is taken over: nothing of a live process is. One of them polls
+each provider account (`lead`, a ledger lock, checked every LEAD_CHECK seconds) for the waits all of them
+publish; the others hear of stored messages by reading the new rows every LISTEN_POLL seconds (`listen`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
@@ -26,17 +29,21 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from smsrent.domain.errors import LedgerUnavailable
 from smsrent.domain.models import Message, Rental
 from smsrent.observe.tracing import traced_write
 from smsrent.service.ledger import (
     DAY,
     DEFAULT_AGENT,
+    LEAD_CHECK,
+    LEAD_POLL,
     STALE_AFTER,
     UNSETTLED,
     AuditEntry,
     Charge,
     Check,
     Handover,
+    Heard,
     LedgerUnusable,
     Purchase,
     PurchaseKind,
@@ -44,6 +51,7 @@ from smsrent.service.ledger import (
     Refusal,
     RentalRecord,
     StoredMessage,
+    Wait,
     audit_entry,
     charge,
     committed_split,
@@ -51,12 +59,15 @@ from smsrent.service.ledger import (
     in_arrival_order,
     is_orphan,
     merge,
+    merge_waits,
     no_check,
     purchase_from_row,
+    while_held,
 )
 
 T = TypeVar("T")
 LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
+LISTEN_POLL = 1.0  # seconds between reads of the messages other processes stored
 HOST = socket.gethostname()
 _OPEN: set[str] = set()  # tokens of the ledgers open in this process (a pid alone does not tell them apart)
 
@@ -153,6 +164,22 @@ MIGRATIONS = (
         detail TEXT
     );
     CREATE INDEX audit_by_time ON audit (at);
+    """,
+    # One poller per provider account: the rentals each process wants codes for, who stored each message, and
+    # the pause of a rate-limited account.
+    """
+    CREATE TABLE waits (
+        owner TEXT NOT NULL,
+        rental_id TEXT NOT NULL,
+        started_at REAL,
+        expected_at REAL NOT NULL,
+        PRIMARY KEY (owner, rental_id)
+    );
+    ALTER TABLE messages ADD COLUMN stored_by TEXT;
+    CREATE TABLE pauses (
+        provider TEXT PRIMARY KEY,
+        until REAL NOT NULL
+    );
     """,
 )
 
@@ -285,6 +312,89 @@ class SqliteLedger:
 
         return await self._run(read)
 
+    # -- One poller per provider account ------------------------------------------------------------
+
+    async def lead(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        lock = f"lead:{name}"
+        while True:  # a row, not an event: the holder may be another process
+            if await self._write(lambda db: _take(db, lock, self.owner)):
+                break
+            await anyio.sleep(LEAD_POLL)
+
+        def holder() -> str | None:
+            row = self._db.execute("SELECT holder FROM locks WHERE name = ?", (lock,)).fetchone()
+            return None if row is None else str(row[0])
+
+        async def held() -> None:
+            """Returns once another process took the lock over (it found this one gone): a read, not a write."""
+            while True:
+                await anyio.sleep(LEAD_CHECK)
+                if await self._run(holder) != self.owner:
+                    return
+
+        try:
+            lost = await while_held(work, held)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._write(
+                    lambda db: db.execute("DELETE FROM locks WHERE name = ? AND holder = ?", (lock, self.owner))
+                )
+        if lost:
+            raise LedgerUnavailable(f"lost the leadership of {name}: another process took it over")
+
+    async def publish_waits(self, waits: Mapping[str, Wait]) -> None:
+        def publish(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM waits WHERE owner = ?", (self.owner,))
+            db.executemany(
+                "INSERT INTO waits (owner, rental_id, started_at, expected_at) VALUES (?, ?, ?, ?)",
+                [(self.owner, rental_id, w.started, w.expected) for rental_id, w in waits.items()],
+            )
+
+        await self._write(publish)
+
+    async def waits(self) -> dict[str, Wait]:
+        def read() -> dict[str, Wait]:
+            live = _live(self._db, time.time()) - {self.owner}
+            rows = self._db.execute("SELECT owner, rental_id, started_at, expected_at FROM waits").fetchall()
+            return merge_waits(
+                (rental_id, started, expected) for owner, rental_id, started, expected in rows if owner in live
+            )
+
+        return await self._run(read)
+
+    async def pause(self, provider: str, seconds: float) -> None:
+        def note(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO pauses (provider, until) VALUES (?, ?)"
+                " ON CONFLICT (provider) DO UPDATE SET until = MAX(until, excluded.until)",
+                (provider, time.time() + seconds),
+            )
+
+        await self._write(note)
+
+    async def paused(self, provider: str) -> float:
+        def read() -> float:
+            row = self._db.execute("SELECT until FROM pauses WHERE provider = ?", (provider,)).fetchone()
+            return 0.0 if row is None else max(0.0, float(row[0]) - time.time())
+
+        return await self._run(read)
+
+    async def listen(self, heard: Heard, waits_changed: Callable[[], Awaitable[None]]) -> None:
+        def last() -> int:
+            return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM messages").fetchone()[0])
+
+        def since(seq: int) -> list[tuple[int, str]]:
+            query = "SELECT seq, data FROM messages WHERE seq > ? AND stored_by IS NOT ? ORDER BY seq"
+            return self._db.execute(query, (seq, self.owner)).fetchall()
+
+        seen = await self._run(last)
+        while True:
+            await anyio.sleep(LISTEN_POLL)
+            rows = await self._run(functools.partial(since, seen))
+            if rows:
+                seen = rows[-1][0]
+                await heard([Message.model_validate_json(data) for _, data in rows])
+
     # -- Rentals ------------------------------------------------------------------------------------
 
     async def save_rental(self, rental: Rental) -> Rental:
@@ -364,8 +474,9 @@ class SqliteLedger:
             now, new = time.time(), []
             for message in in_arrival_order(messages, now):
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO messages (message_id, rental_id, data, stored_at) VALUES (?, ?, ?, ?)",
-                    (message.message_id, message.rental_id, message.model_dump_json(), now),
+                    "INSERT OR IGNORE INTO messages (message_id, rental_id, data, stored_at, stored_by)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (message.message_id, message.rental_id, message.model_dump_json(), now, self.owner),
                 )
                 if cursor.rowcount:
                     new.append(message)
