@@ -45,7 +45,7 @@ from delivery import call, clean_env, free_port, percentile, row, start_http_ser
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.base import SandboxTiming
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from smsrent.service.ledger.postgres import migrate
+from smsrent.service.ledger.postgres.migrations import migrate
 
 TIMING = SandboxTiming(
     wake_queue=0.2, online_window=3600.0, code_delay=1.0, cancel_after=0.0, rental_lifetime=3600.0, auto_code=False

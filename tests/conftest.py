@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from smsrent.sandbox.base import SandboxTiming
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from smsrent.service.ledger.postgres import migrate
+from smsrent.service.ledger.postgres.migrations import migrate
 from tests.postgres import fresh_database
 
 

@@ -172,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         app = create_app(settings)
         if settings.database_url is not None:  # reachable, and its schema recent enough, before serving anything
-            from smsrent.service.ledger.postgres import check
+            from smsrent.service.ledger.postgres.migrations import check
 
             anyio.run(check, settings.database_url)
     except (LedgerUnusable, ValueError) as err:  # AgentsFileError too; the sandbox with a database URL
@@ -249,8 +249,8 @@ async def migrate(settings: Settings) -> str:
             f"Nothing to migrate: SMSRENT_DATABASE_URL is not set, and the SQLite ledger ({settings.ledger_path})"
             " migrates itself when a server opens it.\n"
         )
-    from smsrent.service.ledger.postgres import describe
-    from smsrent.service.ledger.postgres import migrate as migrate_postgres
+    from smsrent.service.ledger.postgres.base import describe
+    from smsrent.service.ledger.postgres.migrations import migrate as migrate_postgres
 
     before, after = await migrate_postgres(settings.database_url)
     where = describe(settings.database_url)

@@ -215,6 +215,6 @@ class Settings(BaseSettings):
         """The ledger as a message may name it: the SQLite file, or the PostgreSQL database (never a password)."""
         if self.database_url is None:
             return str(self.ledger_path)
-        from smsrent.service.ledger.postgres import describe
+        from smsrent.service.ledger.postgres.base import describe
 
         return describe(self.database_url)

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from smsrent.domain.errors import LedgerUnavailable
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from smsrent.service.ledger.postgres import migrate
+from smsrent.service.ledger.postgres.migrations import migrate
 from tests.e2e.process import server_env
 from tests.e2e.test_replicas import Replicas, Served, connect, day_plan, replicas, server
 from tests.mcp import text_of

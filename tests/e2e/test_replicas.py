@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smsrent.sandbox import serve_loopback
 from smsrent.sandbox.gotsms import GotSmsSandbox
-from smsrent.service.ledger.postgres_migrations import MIGRATIONS
+from smsrent.service.ledger.postgres.migrations import MIGRATIONS
 from tests.e2e.process import command, free_port, server_env
 from tests.ledger.stores import PostgresStore
 from tests.mcp import text_of

@@ -13,9 +13,10 @@ from typing import Protocol
 import psycopg
 from pydantic import SecretStr
 
-from smsrent.service.ledger import Ledger, sqlite
+from smsrent.service.ledger import Ledger
 from smsrent.service.ledger.postgres import PostgresLedger
 from smsrent.service.ledger.sqlite import SqliteLedger
+from smsrent.service.ledger.sqlite.base import OPEN
 
 
 class Store(Protocol):
@@ -58,7 +59,7 @@ class SqliteStore:
 
     async def kill(self, ledger: Ledger) -> None:
         assert isinstance(ledger, SqliteLedger)
-        sqlite._OPEN.discard(ledger.owner)  # this process no longer vouches for it; its pid is this one's
+        OPEN.discard(ledger.owner)  # this process no longer vouches for it; its pid is this one's
         await ledger._run(ledger._db.close)
 
 

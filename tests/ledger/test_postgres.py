@@ -14,9 +14,9 @@ import pytest
 from pydantic import SecretStr
 
 from smsrent.service.ledger import DAY, STALE_AFTER, LedgerUnusable
-from smsrent.service.ledger import postgres as postgres_module
-from smsrent.service.ledger.postgres import PostgresLedger, check, describe, migrate
-from smsrent.service.ledger.postgres_migrations import MIGRATIONS, Migration
+from smsrent.service.ledger.postgres import PostgresLedger, base, migrations
+from smsrent.service.ledger.postgres.base import describe
+from smsrent.service.ledger.postgres.migrations import MIGRATIONS, Migration, check, migrate
 from tests.ledger import rental
 from tests.ledger.stores import PostgresStore
 from tests.postgres import fresh_database
@@ -72,14 +72,14 @@ async def test_an_older_schema_is_refused_and_a_newer_one_serves_the_previous_re
     await previous.save_rental(kept := rental("gotsms:kept"))
     await previous.close()
 
-    monkeypatch.setattr(postgres_module, "MIGRATIONS", (*MIGRATIONS, LATER))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, LATER))
     with pytest.raises(LedgerUnusable, match=f"version {len(MIGRATIONS)} and this smsrent needs {len(MIGRATIONS) + 1}"):
         await check(database_url)
     assert await migrate(database_url) == (len(MIGRATIONS), len(MIGRATIONS) + 1)
     upgraded = await PostgresLedger.open(database_url)
     await upgraded.close()
 
-    monkeypatch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
     assert await check(database_url) == len(MIGRATIONS) + 1
     again = await PostgresLedger.open(database_url)
     try:
@@ -98,10 +98,10 @@ BEFORE_AGENTS = (
 async def test_the_agents_migration_gives_everything_before_it_to_the_owner_and_serves_the_previous_release(
     empty_url: SecretStr, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS[:1])
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:1])
     assert await migrate(empty_url) == (0, 1)
     await rows(empty_url, BEFORE_AGENTS, "gotsms:old")
-    monkeypatch.setattr(postgres_module, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
     assert await migrate(empty_url) == (1, len(MIGRATIONS))
     await rows(empty_url, BEFORE_AGENTS, "gotsms:older-replica")  # a replica not yet upgraded still writes
     ledger = await PostgresLedger.open(empty_url)
@@ -135,7 +135,7 @@ async def test_an_unreachable_database_is_refused_in_one_line_without_the_passwo
     with pytest.raises(LedgerUnusable) as refused:
         await PostgresLedger.open(url)
     message = str(refused.value)
-    assert time.monotonic() - started < postgres_module.CONNECT_TIMEOUT + 5
+    assert time.monotonic() - started < base.CONNECT_TIMEOUT + 5
     assert message.startswith("cannot connect to the PostgreSQL ledger (database ledger on 127.0.0.1:9): ")
     assert "\n" not in message
     assert "hunter2" not in message

@@ -18,8 +18,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from smsrent.service.ledger import STALE_AFTER, LedgerUnusable, sqlite
-from smsrent.service.ledger.sqlite import HOST, MIGRATIONS, SqliteLedger
+from smsrent.service.ledger import HOST, STALE_AFTER, LedgerUnusable
+from smsrent.service.ledger.sqlite import SqliteLedger, migrations
+from smsrent.service.ledger.sqlite.migrations import MIGRATIONS
 from tests.ledger import bought, rental
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +60,7 @@ async def test_reopening_runs_only_the_migrations_a_file_lacks(
     await first.save_rental(rental())
     await first.close()
     # A later version adds a migration (without IF NOT EXISTS: running it twice would fail).
-    monkeypatch.setattr(sqlite, "MIGRATIONS", (*MIGRATIONS, "CREATE TABLE extra (x INTEGER);"))
+    monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, "CREATE TABLE extra (x INTEGER);"))
     for _ in range(2):
         reopened = await SqliteLedger.open(ledger_path)
         assert await reopened.rental("gotsms:rent-1") == rental()
@@ -70,7 +71,7 @@ async def test_reopening_runs_only_the_migrations_a_file_lacks(
 async def test_the_agents_migration_gives_everything_before_it_to_the_owner(
     ledger_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sqlite, "MIGRATIONS", MIGRATIONS[:4])  # the release before agents
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS[:4])  # the release before agents
     before = await SqliteLedger.open(ledger_path)
     await before.close()
     with closing(sqlite3.connect(ledger_path)) as db, db:  # its own statements, without the agent columns
@@ -82,7 +83,7 @@ async def test_the_agents_migration_gives_everything_before_it_to_the_owner(
         db.execute(
             "INSERT INTO refusals (provider, amount, note, created_at) VALUES ('gotsms', '2', 'no', ?)", (time.time(),)
         )
-    monkeypatch.setattr(sqlite, "MIGRATIONS", MIGRATIONS)
+    monkeypatch.setattr(migrations, "MIGRATIONS", MIGRATIONS)
     after = await SqliteLedger.open(ledger_path)
     try:
         await after.save_rental(rental("gotsms:old"))
@@ -167,7 +168,7 @@ async def test_a_ledger_file_that_cannot_use_wal_is_refused_naming_its_path(
         ledger_path.parent.mkdir(parents=True, exist_ok=True)
         return connect(f"{Path(path).as_uri()}?vfs=unix-none", uri=True, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sqlite.sqlite3, "connect", without_locking)
+    monkeypatch.setattr(sqlite3, "connect", without_locking)
     with pytest.raises(LedgerUnusable, match=re.escape(str(ledger_path))) as refused:
         await SqliteLedger.open(ledger_path)
     assert "WAL" in str(refused.value)

@@ -21,7 +21,8 @@ from pydantic import SecretStr
 
 from smsrent.domain.models import Message, Rental, RentalStatus
 from smsrent.service.ledger import Ledger
-from smsrent.service.ledger.postgres import PostgresLedger, describe
+from smsrent.service.ledger.postgres import PostgresLedger
+from smsrent.service.ledger.postgres.base import describe
 from smsrent.service.ledger.sqlite import SqliteLedger
 from tests.e2e.process import command, server_env
 

@@ -19,8 +19,8 @@ from smsrent.providers.base import Provider
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.guard import MoneyGuard
-from smsrent.service.ledger import sqlite as ledger_module
 from smsrent.service.ledger.sqlite import SqliteLedger
+from smsrent.service.ledger.sqlite.base import OPEN
 from smsrent.service.rentals import Rentals
 from tests.helpers import getatext_adapter, gotsms_adapter
 from tests.service.test_money_safety import discord_day
@@ -145,7 +145,7 @@ async def test_the_heartbeat_settles_what_a_server_that_died_left_mid_purchase(
         dead = await SqliteLedger.open(ledger_path)
         lost = await dead.reserve(provider="gotsms", kind="rent", amount=D("1.00"), plan_id=plan.plan_id)
         await survivor.providers["gotsms"].rent(parse_plan_id(plan.plan_id))  # the request went out; then it died
-        ledger_module._OPEN.discard(dead.owner)  # killed: its connection drops, its row stays
+        OPEN.discard(dead.owner)  # killed: its connection drops, its row stays
         await dead._run(dead._db.close)
         assert await survivor.ledger.in_other_hands("gotsms")
 

@@ -28,7 +28,8 @@ from smsrent.domain.models import Message, NumberStatus, Receipt, Rental, Rental
 from smsrent.domain.principal import OWNER, Principal
 from smsrent.providers.base import AccountInbox, Wakeable
 from smsrent.providers.getatext import WebhookCode
-from smsrent.service.ledger import Wait, while_held
+from smsrent.service.ledger import Wait
+from smsrent.service.ledger.rules import while_held
 from smsrent.service.pollers import InboxPoller, Poller, RentalPoller, Schedule
 from smsrent.service.rentals import Rentals
 from smsrent.service.supervisor import Supervisor

@@ -3,31 +3,33 @@ to outcome, the processes sharing it and their locks, so nothing is lost across 
 
 One interface (`Ledger`), two backends: an SQLite file (`sqlite.SqliteLedger`, the embedded default, shared by
 the servers of one machine) and PostgreSQL (`postgres.PostgresLedger`, for replicas on any number of machines,
-when SMSRENT_DATABASE_URL is set). This module holds what both share: the record types, the money rules, and
-`open_ledger`. Times are seconds since the epoch (`time.time()` values); on PostgreSQL they come from the
-database's clock, so `now()` is the one to compare them with.
+when SMSRENT_DATABASE_URL is set). This module holds what both share: the record types, the protocol, and
+`open_ledger`; `rules` holds the rules both apply. Times are seconds since the epoch (`time.time()` values); on
+PostgreSQL they come from the database's clock, so `now()` is the one to compare them with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+import socket
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
-import anyio
 from pydantic import SecretStr
 
-from smsrent.domain.models import Message, Rental, RentalStatus
+from smsrent.domain.models import Message, Rental
 
 DAY = 86400.0
 HEARTBEAT_EVERY = 5.0  # seconds between a process's heartbeats
 STALE_AFTER = 30.0  # a process whose heartbeat is older than this is gone (crashed, or its machine did)
 LEAD_POLL = 1.0  # seconds between a follower's attempts at a leadership (failover takes about this long)
 LEAD_CHECK = 1.0  # seconds between a leader's checks that it still leads
+LOCK_POLL = 0.05  # seconds between attempts at a ledger lock another process holds
+HOST = socket.gethostname()
 DEFAULT_AGENT = "owner"  # the agent (the owner) of every purchase, rental and refusal until agents exist
 
 PurchaseState = Literal["reserved", "bought", "failed", "uncertain", "not_bought"]
@@ -170,7 +172,7 @@ class Ledger(Protocol):
         """This process's purchase call is over: the purchase is no longer in its hands."""
 
     async def recover_orphans(self, busy: Collection[int], note: str) -> int:
-        """Take over the unsettled purchases no live process is handling (see `is_orphan`): each becomes uncertain
+        """Take over the unsettled purchases no live process is handling (see `rules.is_orphan`): each becomes uncertain
         (a reserved one with `note`) without an owner. Forgets the processes that are gone; returns how many
         purchases were taken over."""
         ...
@@ -190,7 +192,7 @@ class Ledger(Protocol):
         them."""
 
     async def waits(self) -> dict[str, Wait]:
-        """Every other live process's waits, merged per rental (`merge_waits`)."""
+        """Every other live process's waits, merged per rental (`rules.merge_waits`)."""
         ...
 
     async def pause(self, provider: str, seconds: float) -> None:
@@ -207,7 +209,8 @@ class Ledger(Protocol):
 
     # -- Rentals
     async def save_rental(self, rental: Rental) -> Rental:
-        """Record what a provider said about a rental, merged over what was known (`merge`); returns the result."""
+        """Record what a provider said about a rental, merged over what was known (`rules.merge`); returns the
+        result."""
         ...
 
     async def rental(self, rental_id: str) -> Rental | None: ...
@@ -291,7 +294,7 @@ class Ledger(Protocol):
     async def purchases(self) -> list[Purchase]: ...
 
     async def committed(self, agent: str | None = None) -> Decimal:
-        """Money spent or reserved in the last 24 h (`committed_sum`); `agent`: by that agent only."""
+        """Money spent or reserved in the last 24 h (`rules.committed_sum`); `agent`: by that agent only."""
         ...
 
     # -- Figures (metrics, report, dashboard) and the audit
@@ -300,7 +303,7 @@ class Ledger(Protocol):
     ) -> None: ...
 
     async def charges(self, since: float = 0.0) -> list[Charge]:
-        """Every purchase made since `since`, oldest first (`charge`)."""
+        """Every purchase made since `since`, oldest first (`rules.charge`)."""
         ...
 
     async def refusals(self, since: float = 0.0) -> list[Refusal]: ...
@@ -321,33 +324,6 @@ class Ledger(Protocol):
         ...
 
 
-async def while_held(work: Callable[[], Awaitable[None]], held: Callable[[], Awaitable[None]]) -> bool:
-    """Run `work` beside `held`, which returns once a hold (a leadership) is lost: then `work` is cancelled. True if
-    the hold was lost; an exception of `work` propagates as it was raised (not in a group)."""
-    lost, failure = False, None
-    async with anyio.create_task_group() as tg:
-
-        async def watch() -> None:
-            nonlocal lost
-            await held()
-            lost = True
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch)
-        try:
-            await work()
-        except Exception as err:
-            failure = err
-        tg.cancel_scope.cancel()
-    if failure is not None:
-        raise failure
-    return lost
-
-
-def no_check(_committed: Decimal, _uncertain: int, _by_agent: Decimal) -> None:
-    """A reservation without limits."""
-
-
 async def open_ledger(path: Path | str, database_url: SecretStr | None = None) -> Ledger:
     """The PostgreSQL ledger at `database_url` if one is given (its schema must be current: see `smsrent-mcp
     migrate`), else the SQLite ledger at `path` (created and migrated as needed; `":memory:"` for a throwaway one).
@@ -359,151 +335,3 @@ async def open_ledger(path: Path | str, database_url: SecretStr | None = None) -
     from smsrent.service.ledger.sqlite import SqliteLedger
 
     return await SqliteLedger.open(path)
-
-
-# -- The rules both backends apply ------------------------------------------------------------------------
-
-
-def committed_sum(rows: Iterable[Sequence[object]]) -> Decimal:
-    """Money committed by the last 24 h's purchases given as (state, max_price, price, refunded): bought at its
-    price (its reserved cap when none is known) less refunds, reserved and uncertain at their cap, others nothing."""
-    total = Decimal(0)
-    for state, max_price, price, refunded, *_ in rows:
-        if state == "bought":
-            total += _money(price if price is not None else max_price) - _money(refunded or 0)
-        elif state in UNSETTLED:
-            total += _money(max_price)
-    return total
-
-
-def charge(
-    provider: str,
-    kind: PurchaseKind,
-    state: PurchaseState,
-    max_price: object,
-    price: object,
-    refunded: object,
-    created_at: float,
-    agent: str,
-) -> Charge:
-    """A purchase as the figures count it: a bought one charged its price (its cap when the provider gave none)."""
-    charged = _money(price if price is not None else max_price) if state == "bought" else Decimal(0)
-    return Charge(provider, kind, state, charged, _money(refunded or 0), created_at, agent)
-
-
-def committed_split(rows: Sequence[Sequence[object]], agent: str) -> tuple[Decimal, Decimal]:
-    """Money committed in 24 h by everyone and by `agent`, from (state, max_price, price, refunded, agent) rows."""
-    return committed_sum(rows), committed_sum(row for row in rows if row[4] == agent)
-
-
-def audit_entry(row: Sequence[object]) -> AuditEntry:
-    """An audit entry from (at, agent, action, outcome, rental_id, amount, detail, credential) columns."""
-    at, agent, action, outcome, rental_id, amount, detail, credential = row
-    return AuditEntry(
-        at=float(str(at)),
-        agent=None if agent is None else str(agent),
-        action=str(action),
-        outcome=str(outcome),
-        rental_id=None if rental_id is None else str(rental_id),
-        amount=None if amount is None else _money(amount),
-        detail=None if detail is None else str(detail),
-        credential=None if credential is None else str(credential),
-    )
-
-
-def merge(known: Rental, update: Rental) -> Rental:
-    """Fields the new answer carries win, except that an answer without a status keeps the known one,
-    and a refund or cancellation we recorded is not replaced by the provider's generic "finished"."""
-    fields = {name: value for name in Rental.model_fields if (value := getattr(update, name)) is not None}
-    keep_status = (update.status is RentalStatus.UNKNOWN and update.provider_status is None) or (
-        known.status in (RentalStatus.REFUNDED, RentalStatus.CANCELLED) and update.status is RentalStatus.COMPLETED
-    )
-    if keep_status:
-        fields.pop("status")
-    return known.model_copy(update=fields)
-
-
-def in_arrival_order(messages: Sequence[Message], now: float) -> list[Message]:
-    """Messages as stored (`storable`): those without a provider time get `now`, then oldest first (providers may
-    list newest first; the cursor hands out messages in the order stored)."""
-    first_seen = datetime.fromtimestamp(now, UTC)
-    timed = [storable(m if m.received_at else m.model_copy(update={"received_at": first_seen})) for m in messages]
-    return sorted(timed, key=lambda m: m.received_at or first_seen)
-
-
-def merge_waits(rows: Iterable[tuple[str, float | None, float]]) -> dict[str, Wait]:
-    """Waits given as (rental_id, started, expected) merged per rental: the earliest start (None if nobody waits),
-    the latest expectation."""
-    merged: dict[str, Wait] = {}
-    for rental_id, started, expected in rows:
-        known = merged.get(rental_id)
-        if known is not None:
-            starts = [s for s in (known.started, started) if s is not None]
-            started, expected = min(starts, default=None), max(known.expected, expected)
-        merged[rental_id] = Wait(started, expected)
-    return merged
-
-
-def storable(message: Message) -> Message:
-    """The message as both backends store it: a NUL (an SMS may carry one; a PostgreSQL text column refuses it)
-    becomes U+FFFD in every field."""
-    fields = {
-        name: value.replace("\x00", "\ufffd")
-        for name in Message.model_fields
-        if isinstance(value := getattr(message, name), str) and "\x00" in value
-    }
-    return message.model_copy(update=fields) if fields else message
-
-
-def is_orphan(
-    purchase_id: int, state: str, owner: str | None, *, me: str, busy: Collection[int], live: Collection[str]
-) -> bool:
-    """Whether recovery takes over an unsettled purchase. Without an owner: a reservation only (a store from before
-    owners). This process's own: handled while reserved, or while its call runs (`busy` lists it only once
-    `reserve` has returned); an uncertain one outside `busy` kept its owner through a failed `release`. Another
-    process's: only when that process is gone."""
-    if owner is None:
-        return state == "reserved"
-    if owner == me:
-        return state == "uncertain" and purchase_id not in busy
-    return owner not in live
-
-
-def purchase_from_row(row: Sequence[object]) -> Purchase:
-    """A purchase from its columns, in the order of `Purchase`'s fields."""
-    (
-        pid,
-        provider,
-        kind,
-        plan_id,
-        rental_id,
-        max_price,
-        price,
-        state,
-        before,
-        note,
-        created,
-        source,
-        verified,
-        owner,
-    ) = row
-    return Purchase(
-        purchase_id=int(str(pid)),
-        provider=str(provider),
-        kind=cast(PurchaseKind, kind),
-        plan_id=None if plan_id is None else str(plan_id),
-        rental_id=None if rental_id is None else str(rental_id),
-        max_price=_money(max_price),
-        price=None if price is None else _money(price),
-        state=cast(PurchaseState, state),
-        balance_before=None if before is None else _money(before),
-        note=None if note is None else str(note),
-        created_at=float(str(created)),
-        source_rental_id=None if source is None else str(source),
-        verified=bool(verified),
-        owner=None if owner is None else str(owner),
-    )
-
-
-def _money(value: object) -> Decimal:
-    return value if isinstance(value, Decimal) else Decimal(str(value))

@@ -18,6 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import psycopg
+from pydantic import SecretStr
+
+from smsrent.service.ledger import LedgerUnusable
+from smsrent.service.ledger.postgres.base import Connection, advisory_key, connect, describe, reason
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -132,3 +138,54 @@ MIGRATIONS: tuple[Migration, ...] = (
         """,
     ),
 )
+
+
+MIGRATE_KEY = advisory_key("migrate")
+
+
+async def schema_version(conn: Connection) -> int:
+    cur = await conn.execute("SELECT to_regclass('smsrent_schema') IS NOT NULL")
+    if not (await cur.fetchone() or (False,))[0]:
+        return 0
+    cur = await conn.execute("SELECT COALESCE(max(version), 0) FROM smsrent_schema")
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def check(database_url: SecretStr) -> int:
+    """The database's schema version, once it is known to be reachable and recent enough for this release;
+    LedgerUnusable in one line otherwise."""
+    conn = await connect(database_url)
+    try:
+        version = await schema_version(conn)
+    finally:
+        await conn.close()
+    if version < len(MIGRATIONS):
+        raise LedgerUnusable(
+            f"the PostgreSQL ledger ({describe(database_url)}) is at schema version {version} and this smsrent needs"
+            f" {len(MIGRATIONS)}: run `smsrent-mcp migrate` with the same SMSRENT_DATABASE_URL, then start again."
+        )
+    return version
+
+
+async def migrate(database_url: SecretStr) -> tuple[int, int]:
+    """Apply the migrations the database lacks, in one transaction (two at once: one waits, the other finds
+    nothing to do). Returns the schema version before and after."""
+    conn = await connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_KEY,))
+            await conn.execute(VERSIONS_TABLE)
+            before = await schema_version(conn)
+            for version, migration in enumerate(MIGRATIONS[before:], start=before + 1):
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO smsrent_schema (version, description) VALUES (%s, %s)",
+                    (version, migration.description),
+                )
+    except psycopg.Error as err:
+        why = f"({describe(database_url)}): {reason(err, database_url)}"
+        raise LedgerUnusable(f"could not migrate the PostgreSQL ledger {why}") from err
+    finally:
+        await conn.close()
+    return before, max(before, len(MIGRATIONS))
