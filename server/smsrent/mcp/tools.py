@@ -196,12 +196,10 @@ async def get_balance(ctx: Ctx, provider: ProviderParam = None) -> BalanceResult
     state = _state(ctx)
     caller = principal(ctx)
     balances, failures = await state.rentals.balances(provider)
-    ledger = state.rentals.ledger
-    left = state.rentals.guard.remaining(await ledger.committed(), await ledger.committed(caller.name), caller)
     return BalanceResult(
         balances=[BalanceView.of(b) for b in balances],
         unavailable=problems(failures),
-        budget_left=left,
+        budget_left=await state.rentals.budget_left(caller),
         sandbox=state.sandbox,
     )
 

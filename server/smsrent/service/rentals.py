@@ -89,6 +89,14 @@ class Rentals:
         """Each selected provider's balance, and the providers that could not say."""
         return await self.providers.each(provider, lambda p: p.get_balance())
 
+    async def budget_left(self, caller: Principal = OWNER) -> Decimal | None:
+        """What `caller` may still commit in the rolling 24 h under the server's and its own daily budget; None
+        (and no ledger read) when neither is set."""
+        if self.guard.daily_budget is None and caller.daily_budget is None:
+            return None
+        committed, by_caller = await self.ledger.committed(), await self.ledger.committed(caller.name)
+        return self.guard.remaining(committed, by_caller, caller)
+
     async def rental(self, rental_id: str | Ref, caller: Principal = OWNER) -> Rental:
         """A rental of the caller's from the ledger; one it does not know, or another agent's, is refused (in the
         same words) before any network call (list_rentals adopts rentals made elsewhere, on the provider's website
