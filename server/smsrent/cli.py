@@ -53,20 +53,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Spend by provider and agent against the budget, purchases and rentals by outcome, code delivery"
         " p50/p95 and the refund rate, from the ledger of the configured data dir.",
     )
-    report.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
-    report.add_argument("--agent", help="only this agent (`owner`: the owner's, and those from before agents)")
-    report.add_argument("--format", choices=("table", "csv", "json"), default="table", help="default: table")
-    report.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
+    _ledger_view_options(report, "only this agent (`owner`: the owner's, and those from before agents)", "json")
     audit = commands.add_parser(
         "audit",
         help="the audit trail: purchases, refunds, extensions, renewal changes, refusals, failed authentications",
         description="Who did what with money, and which credentials were refused (by fingerprint), from the ledger"
         " of the configured data dir or database.",
     )
-    audit.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
-    audit.add_argument("--agent", help="only this agent's entries")
-    audit.add_argument("--format", choices=("table", "csv", "jsonl"), default="table", help="default: table")
-    audit.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
+    _ledger_view_options(audit, "only this agent's entries", "jsonl")
     _agents_parser(commands)
     commands.add_parser(
         "migrate",
@@ -102,6 +96,14 @@ def _agents_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     actions.add_parser("list", parents=[file], help="the agents, with a short fingerprint of each key")
     remove = actions.add_parser("remove", parents=[file], help="take an agent out; its key stops working")
     remove.add_argument("name")
+
+
+def _ledger_view_options(parser: argparse.ArgumentParser, agent_help: str, rows_format: str) -> None:
+    """What the commands that read the ledger (report, audit) take: a window, an agent, a format, a data dir."""
+    parser.add_argument("--since", type=_duration, default="24h", help="how far back: 90m, 24h (default), 7d, 2w")
+    parser.add_argument("--agent", help=agent_help)
+    parser.add_argument("--format", choices=("table", "csv", rows_format), default="table", help="default: table")
+    parser.add_argument("--data-dir", default=argparse.SUPPRESS, help="where the ledger lives (SMSRENT_DATA_DIR)")
 
 
 def _words(text: str) -> list[str]:

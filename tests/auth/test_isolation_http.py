@@ -5,21 +5,18 @@ under the server's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+import functools
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, MCPDeprecationWarning, MCPError
-from mcp.client.subscriptions import ResourceUpdated
+from mcp import Client, MCPError
 from mcp.types import (
     PromptReference,
     ResourceTemplateReference,
-    ResourceUpdatedNotification,
-    ServerNotification,
     TextContent,
 )
 
@@ -30,8 +27,8 @@ from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.ledger import Ledger
 from tests.auth import ALICE_KEY, BOB_KEY, BOSS_KEY, agents_app
 from tests.mcp import fails, local_id, ok, posts, wait_while
+from tests.mcp.resources import Updates, read_json, subscribed
 from tests.mcp.served import TOKEN, authorized, served
-from tests.mcp.test_resources import read_json
 
 pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
@@ -211,51 +208,9 @@ async def test_an_agents_budget_and_cap_refuse_under_the_servers_and_the_servers
 # -- Subscriptions --------------------------------------------------------------------------------------------
 
 
-Heard = tuple[list[str], Callable[[set[str]], Awaitable[None]]]
-
-
-@asynccontextmanager
-async def listening(base: str, mode: str, key: str, uris: list[str]) -> AsyncIterator[tuple[Client, Heard]]:
-    """An HTTP client of `key` subscribed to `uris` the way its era does it, and a way to wait for updates."""
-    received: list[str] = []
-    arrived = anyio.Event()
-
-    def note(uri: str) -> None:
-        nonlocal arrived
-        received.append(uri)
-        arrived.set()
-        arrived = anyio.Event()
-
-    async def until(wanted: set[str]) -> None:
-        with anyio.fail_after(8):
-            while not wanted <= set(received):
-                await arrived.wait()
-
-    if mode == "legacy":
-
-        async def handler(message: ServerNotification | Exception) -> None:
-            if isinstance(message, ResourceUpdatedNotification):
-                note(str(message.params.uri))
-
-        async with authorized(base, mode, key, message_handler=handler) as client:
-            for uri in uris:
-                with pytest.warns(MCPDeprecationWarning):
-                    await client.subscribe_resource(uri)
-            yield client, (received, until)
-        return
-
-    async with authorized(base, mode, key) as client, client.listen(resource_subscriptions=uris) as subscription:
-        assert subscription.honored.resource_subscriptions == uris  # another's rental is honored like any URI
-
-        async def pump() -> None:
-            async for event in subscription:
-                if isinstance(event, ResourceUpdated):
-                    note(event.uri)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            yield client, (received, until)
-            tg.cancel_scope.cancel()
+def listening(base: str, mode: str, key: str, uris: list[str]) -> AbstractAsyncContextManager[tuple[Client, Updates]]:
+    """An HTTP client of `key` subscribed to `uris`."""
+    return subscribed(functools.partial(authorized, base, mode, key), mode, uris)
 
 
 async def test_subscribers_hear_only_of_their_own_rentals(app: App, mode: str, gotsms_sandbox: GotSmsSandbox) -> None:

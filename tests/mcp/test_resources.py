@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
 from mcp import Client, MCPDeprecationWarning, MCPError
-from mcp.client.subscriptions import ResourceUpdated
 from mcp.types import (
     PromptReference,
     ResourceTemplateReference,
-    ResourceUpdatedNotification,
-    ServerNotification,
-    TextResourceContents,
 )
 
 from smsrent.mcp.app import App
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from tests.mcp import INJECTION, fails, local_id, ok, outside_fences, rent_getatext, rent_gotsms, wait_while
+from tests.mcp.resources import Updates, read_json, subscribed
 
 pytestmark = pytest.mark.anyio
 
@@ -31,15 +27,6 @@ RECENT = "smsrent://messages/recent"
 TEMPLATE = "smsrent://rentals/{rental_id}"
 TEMPLATE_REF = ResourceTemplateReference(type="ref/resource", uri=TEMPLATE)
 PROMPT_REF = PromptReference(type="ref/prompt", name="verify_signup")
-
-
-async def read_json(client: Client, uri: str) -> Any:
-    result = await client.read_resource(uri)
-    [contents] = result.contents
-    assert isinstance(contents, TextResourceContents)
-    assert contents.mime_type == "application/json"
-    assert str(contents.uri) == uri
-    return json.loads(contents.text)
 
 
 # -- Listing and reading ------------------------------------------------------------------------------------
@@ -135,53 +122,9 @@ async def test_unknown_or_malformed_rental_uri_is_an_mcp_error(
 # -- resources/updated --------------------------------------------------------------------------------------
 
 
-Updates = tuple[list[str], Callable[[set[str]], Awaitable[None]]]
-
-
-@asynccontextmanager
-async def updates(app: App, mode: str, uris: list[str]) -> AsyncIterator[tuple[Client, Updates]]:
-    """A client subscribed to `uris` the way its era does it, and a way to wait for `resources/updated`."""
-    received: list[str] = []
-    arrived = anyio.Event()
-
-    def note(uri: str) -> None:
-        nonlocal arrived
-        received.append(uri)
-        arrived.set()
-        arrived = anyio.Event()
-
-    async def until(wanted: set[str]) -> None:
-        with anyio.fail_after(8):
-            while not wanted <= set(received):
-                await arrived.wait()
-
-    if mode == "legacy":
-
-        async def handler(message: ServerNotification | Exception) -> None:
-            if isinstance(message, ResourceUpdatedNotification):
-                note(str(message.params.uri))
-
-        async with Client(app.mcp, mode="legacy", message_handler=handler) as client:
-            assert client.server_capabilities.resources is not None
-            assert client.server_capabilities.resources.subscribe is True
-            for uri in uris:
-                with pytest.warns(MCPDeprecationWarning):
-                    await client.subscribe_resource(uri)
-            yield client, (received, until)
-        return
-
-    async with Client(app.mcp, mode=mode) as client, client.listen(resource_subscriptions=uris) as subscription:
-        assert subscription.honored.resource_subscriptions == uris
-
-        async def pump() -> None:
-            async for event in subscription:
-                if isinstance(event, ResourceUpdated):
-                    note(event.uri)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(pump)
-            yield client, (received, until)
-            tg.cancel_scope.cancel()
+def updates(app: App, mode: str, uris: list[str]) -> AbstractAsyncContextManager[tuple[Client, Updates]]:
+    """An in-memory client of `app` subscribed to `uris`."""
+    return subscribed(functools.partial(Client, app.mcp, mode=mode), mode, uris)
 
 
 async def test_subscribers_hear_when_a_message_arrives(app: App, mode: str, gotsms_sandbox: GotSmsSandbox) -> None:
