@@ -6,6 +6,7 @@ under the server's."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 from pathlib import Path
@@ -13,8 +14,9 @@ from typing import Any
 
 import anyio
 import pytest
-from mcp import Client, MCPError
+from mcp import Client, MCPDeprecationWarning, MCPError
 from mcp.types import (
+    LoggingMessageNotificationParams,
     PromptReference,
     ResourceTemplateReference,
     TextContent,
@@ -25,7 +27,7 @@ from smsrent.sandbox.base import SandboxServer
 from smsrent.sandbox.getatext import GetatextSandbox
 from smsrent.sandbox.gotsms import GotSmsSandbox
 from smsrent.service.ledger import Ledger
-from tests.auth import ALICE_KEY, BOB_KEY, BOSS_KEY, agents_app
+from tests.auth import ALICE_KEY, BOB_KEY, BOSS_KEY, LOOKER_KEY, agents_app
 from tests.mcp import fails, local_id, ok, posts, wait_while
 from tests.mcp.resources import Updates, read_json, subscribed
 from tests.mcp.served import TOKEN, authorized, served
@@ -241,3 +243,33 @@ async def test_subscribers_hear_only_of_their_own_rentals(app: App, mode: str, g
             assert len(to_bob) == heard_by_bob  # alice's purchase is none of bob's business
     assert set(to_boss) == set(uris)
     assert to_alice == [ACTIVE]
+
+
+async def test_only_an_admin_may_receive_the_servers_log(app: App, gotsms_sandbox: GotSmsSandbox) -> None:
+    """The log names every agent's rentals (a provider path holds a rental's id): an agent asking for it over
+    `logging/setLevel` (2025-11-25 era) is refused and hears nothing of another's rental; an admin hears it."""
+    heard: dict[str, list[str]] = {"looker": [], "boss": []}
+
+    def keep(who: str) -> Callable[[LoggingMessageNotificationParams], Awaitable[None]]:
+        async def on_log(params: LoggingMessageNotificationParams) -> None:
+            heard[who].append(str(params.data))
+
+        return on_log
+
+    async with (
+        served(app) as base,
+        authorized(base, "legacy", LOOKER_KEY, logging_callback=keep("looker")) as looker,
+        authorized(base, "legacy", BOSS_KEY, logging_callback=keep("boss")) as boss,
+    ):
+        with pytest.warns(MCPDeprecationWarning), pytest.raises(MCPError, match="needs the admin scope"):
+            await looker.set_logging_level("debug")
+        with pytest.warns(MCPDeprecationWarning):
+            await boss.set_logging_level("debug")
+        async with authorized(base, "legacy", BOB_KEY) as bob:
+            his = await rent(bob, service="Telegram", provider="gotsms", country="USA", max_price="1")
+            await ok(bob, "get_messages", rental_id=his["rental_id"])
+        path = f"/numbers/{local_id(his['rental_id'])}/messages"
+        with anyio.fail_after(5):
+            while not any(path in line for line in heard["boss"]):
+                await anyio.sleep(0.02)
+    assert heard["looker"] == []
