@@ -11,6 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import cast
 
+import anyio
 import httpx
 import pytest
 from mcp import Client
@@ -171,3 +172,45 @@ async def test_what_a_caller_sends_is_audited_bounded_whatever_it_is(
     ] * 3 + [("owner", "refund", "failed", None)]
     assert entries[-1].rental_id == ("getatext:" + "9" * 5000)[:100]
     assert all(len(e.detail or "") <= 500 for e in entries)
+
+
+async def test_a_row_says_what_the_call_did_not_what_the_caller_claimed(
+    tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
+) -> None:
+    """A rental id sent to a tool that takes none is not the rental bought; a renewal switched off with the string
+    "false" is off; a NUL in a rental id (PostgreSQL refuses it in text) is stored as U+FFFD."""
+    app = agents_app(tmp_path, gotsms_sandbox, getatext_sandbox, getatext_long_rental_prices="1w=10")
+    async with Client(app.mcp) as owner:
+        claimed = {"plan_id": "getatext:telegram", "max_price": "0.5", "rental_id": "getatext:424242"}
+        rental = (await ok(owner, "rent_number", **claimed))["rental"]
+        long = (await ok(owner, "rent_number", plan_id="getatext:long:1w", max_price="11"))["rental"]
+        switched = await ok(owner, "set_auto_renew", rental_id=long["rental_id"], enabled="false")
+        assert switched["rental"].get("auto_renew") is not True
+        await fails(owner, "refund", rental_id="getatext:12\x0034")
+        entries = await app.runtime.require().rentals.ledger.audit_entries()
+    assert [(e.action, e.outcome, e.rental_id, e.detail) for e in entries] == [
+        ("rent_number", "ok", rental["rental_id"], "max_price 0.50"),
+        ("rent_number", "ok", long["rental_id"], "max_price 11.00"),
+        ("set_auto_renew", "ok", long["rental_id"], "auto_renew off"),
+        ("refund", "failed", "getatext:12\ufffd34", entries[-1].detail),
+    ]
+    assert "\x00" not in (entries[-1].detail or "")
+
+
+async def test_a_purchase_the_client_gives_up_on_is_audited_as_interrupted(
+    tmp_path: Path, gotsms_sandbox: GotSmsSandbox, getatext_sandbox: GetatextSandbox
+) -> None:
+    """The client cancels a rent_number whose answer is slow: no answer, but a row (the purchase itself is
+    settled as any lost answer is)."""
+    app = agents_app(tmp_path, gotsms_sandbox, getatext_sandbox)
+    getatext_sandbox.inject("POST", "/api/v1/rent-a-number", "slow")
+    async with Client(app.mcp) as owner:
+        with anyio.move_on_after(0.5):
+            await owner.call_tool("rent_number", {"plan_id": "getatext:telegram", "max_price": "0.5"})
+        ledger = app.runtime.require().rentals.ledger
+        with anyio.fail_after(10):
+            while not (entries := await ledger.audit_entries()):
+                await anyio.sleep(0.05)
+    assert [(e.agent, e.action, e.outcome, e.amount) for e in entries] == [
+        ("owner", "rent_number", "interrupted", D("0.5"))
+    ]
