@@ -13,6 +13,7 @@ from pydantic import SecretStr
 from smsrent.domain.errors import LedgerUnavailable
 from smsrent.domain.models import Message
 from smsrent.service.ledger import LEAD_POLL, Ledger, Wait
+from smsrent.service.ledger.postgres import cluster
 from tests.ledger.stores import PostgresStore, Store
 
 pytestmark = pytest.mark.anyio
@@ -158,8 +159,48 @@ async def test_the_postgres_listener_reconnects_when_its_connection_is_cut(datab
     finally:
         await listener.close()
         await other.close()
-    assert stored  # some were stored while the listener was away (a waiter's own checks find those)
+    assert stored  # some were stored while the listener was away: it catches up on them once back
+    assert {f"m{n}" for n in stored} <= {m.message_id for m in heard}
     assert heard[-1].message_id == "m1000"
+
+
+async def test_a_postgres_leader_whose_heartbeat_went_stale_gives_up_the_lead(
+    database_url: SecretStr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A leader frozen or cut off keeps its session (and its lock) open, maybe for hours: once its heartbeat is
+    stale, a follower ends that session and leads."""
+    monkeypatch.setattr(cluster, "SETTLED_CONNECTION", 0.0)
+    store = PostgresStore(database_url)
+    frozen, follower = await store.open(), await store.open()
+    frozen_led, follower_led = anyio.Event(), anyio.Event()
+    lost: list[Exception] = []
+
+    async def frozen_leads() -> None:
+        try:
+            await frozen.lead(NAME, leading(frozen_led))
+        except LedgerUnavailable as err:
+            lost.append(err)
+
+    try:
+        await frozen.beat()
+        await follower.beat()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(frozen_leads)
+                await frozen_led.wait()
+                tg.start_soon(follower.lead, NAME, leading(follower_led))
+                await anyio.sleep(2.5 * LEAD_POLL)
+                assert not follower_led.is_set()  # a live leader keeps its lead
+                await store.execute(
+                    "UPDATE processes SET heartbeat_at = clock_timestamp() - interval '1 hour' WHERE token = %s",
+                    frozen.owner,
+                )
+                await follower_led.wait()
+                tg.cancel_scope.cancel()
+    finally:
+        await frozen.close()
+        await follower.close()
+    assert lost  # the frozen one, when it runs again, learns it lost the lead
 
 
 async def test_nul_bytes_in_a_message_are_stored_as_replacement_characters(ledger: Ledger) -> None:

@@ -27,6 +27,19 @@ from smsrent.service.ledger.rules import merge_waits, while_held
 log = logging.getLogger("smsrent.ledger")
 
 LISTEN_BACKOFF = (0.5, 10.0)  # the listener's first and longest wait before reconnecting
+SETTLED_CONNECTION = STALE_AFTER  # seconds a holder's connection must be old before its staleness counts
+# End the sessions holding an advisory lock (its key the one parameter, twice) for a process whose heartbeat is
+# stale: one frozen or cut off (its machine's TCP stack may keep the session open for hours) would hold it forever.
+END_STALE_HOLDERS = """
+SELECT pg_terminate_backend(a.pid) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::bigint = (%(key)s >> 32) & 4294967295 AND l.objid::bigint = %(key)s & 4294967295
+   AND a.application_name LIKE 'smsrent %%'
+   AND a.backend_start < clock_timestamp() - make_interval(secs => %(settled)s)
+   AND substr(a.application_name, 9) NOT IN (
+        SELECT token FROM processes WHERE heartbeat_at > clock_timestamp() - make_interval(secs => %(stale)s))
+"""
 
 
 class PostgresCluster(PostgresBase):
@@ -35,11 +48,15 @@ class PostgresCluster(PostgresBase):
     async def lead(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
         with unavailable_when_down():
             conn = await connect(self._url, self.owner)
+        key = advisory_key(f"lead:{name}")
         try:
             with unavailable_when_down():
                 while True:  # a lock, not an event: its holder may be another replica
-                    if await try_lock(conn, advisory_key(f"lead:{name}")):
+                    if await try_lock(conn, key):
                         break
+                    await conn.execute(
+                        END_STALE_HOLDERS, {"key": key, "settled": SETTLED_CONNECTION, "stale": STALE_AFTER}
+                    )
                     await anyio.sleep(LEAD_POLL)
             lost: list[psycopg.Error] = []
 
@@ -96,6 +113,7 @@ class PostgresCluster(PostgresBase):
 
     async def listen(self, heard: Heard, waits_changed: Callable[[], Awaitable[None]]) -> None:
         delay = LISTEN_BACKOFF[0]
+        last: int | None = None  # the newest message (seq) heard of: a new connection catches up from there
         while True:
             try:
                 with unavailable_when_down():
@@ -103,11 +121,13 @@ class PostgresCluster(PostgresBase):
                 try:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     delay = LISTEN_BACKOFF[0]
-                    # What changed while nobody listened: waits now; a message stored meanwhile reaches its
-                    # waiter at the waiter's own next look (within PROGRESS_EVERY seconds).
-                    await waits_changed()
+                    await waits_changed()  # what changed while nobody listened: the waits, and the messages
+                    last = await self._catch_up(last, heard)
                     async for note in conn.notifies():
-                        await self._heard(json.loads(note.payload), heard, waits_changed)
+                        payload = json.loads(note.payload)
+                        seqs = [seq for seq in payload.get("seqs") or () if isinstance(seq, int)]
+                        last = max([last, *seqs])
+                        await self._heard(payload, seqs, heard, waits_changed)
                 finally:
                     with anyio.CancelScope(shield=True):
                         await conn.close()
@@ -117,15 +137,30 @@ class PostgresCluster(PostgresBase):
             await anyio.sleep(delay)
             delay = min(delay * 2, LISTEN_BACKOFF[1])
 
+    async def _catch_up(self, last: int | None, heard: Heard) -> int:
+        """Tell `heard` of the messages stored after `last` (None: the first connection, nothing to catch up), this
+        process's own among them (its observers hear of those twice, harmlessly: a waiter looks again, a subscriber
+        reads again); returns the newest seq."""
+        if last is None:
+            rows = await self._rows("SELECT COALESCE(max(seq), 0) FROM messages")
+            return int(rows[0][0])
+        rows = await self._rows("SELECT seq, data FROM messages WHERE seq > %s ORDER BY seq", (last,))
+        if rows:
+            await heard([Message.model_validate_json(data) for _, data in rows])
+        return max([last, *(int(seq) for seq, _ in rows)])
+
     async def _heard(
-        self, payload: dict[str, object], heard: Heard, waits_changed: Callable[[], Awaitable[None]]
+        self,
+        payload: dict[str, object],
+        seqs: list[int],
+        heard: Heard,
+        waits_changed: Callable[[], Awaitable[None]],
     ) -> None:
         if payload.get("owner") == self.owner:
             return  # this process told its own observers already
         if payload.get("waits"):
             await waits_changed()
-        seqs = payload.get("seqs")
-        if isinstance(seqs, list) and seqs:
+        if seqs:
             rows = await self._rows("SELECT data FROM messages WHERE seq = ANY(%s) ORDER BY seq", (seqs,))
             await heard([Message.model_validate_json(row[0]) for row in rows])
 
