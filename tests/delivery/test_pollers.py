@@ -8,10 +8,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from smsrent.domain.errors import LedgerUnavailable
 from smsrent.domain.models import Message, Receipt
 from smsrent.service.pollers import InboxPoller
 from tests.helpers import request_times, requests
@@ -199,3 +201,37 @@ async def test_a_429s_pause_is_published_and_the_next_leader_keeps_to_it(
                 held = poller._hold_until - time.monotonic()
     assert 0 < published <= 1.0  # the sandbox's Retry-After: 1
     assert 50.0 < held <= 60.0
+
+
+async def test_waits_and_pauses_are_published_once_the_database_is_back_not_after_a_back_off(
+    make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the ledger's database is down, publishing keeps what it could not write (the longest pause of each
+    provider, this process's waits) and tries again every couple of seconds, without failing into the
+    supervisor's back-off (up to a minute), which would keep the leader from polling for this process's waits."""
+    async with make_world(schedule=FAST) as world:
+        ledger, delivery = world.ledger, world.delivery
+        publish_waits, published = ledger.publish_waits, []
+        down = True
+
+        async def maybe_down(waits: Any) -> None:
+            if down:
+                raise LedgerUnavailable("connection refused")
+            published.append(dict(waits))
+            await publish_waits(waits)
+
+        monkeypatch.setattr(ledger, "publish_waits", maybe_down)
+        async with world.running():
+            delivery._paused("gotsms", 5.0)
+            delivery._paused("gotsms", 50.0)
+            delivery.expect("gotsms:e5f3c1a0-0000-4000-8000-000000000001")
+            await anyio.sleep(0.5)
+            down = False
+            with anyio.fail_after(5):
+                while not published:
+                    await anyio.sleep(0.02)
+            failing = delivery.supervisor.report()["publish"]["state"]
+            paused = await ledger.paused("gotsms")
+    assert failing == "running"
+    assert "gotsms:e5f3c1a0-0000-4000-8000-000000000001" in published[0]
+    assert 40.0 < paused <= 50.0

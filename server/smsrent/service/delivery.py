@@ -186,10 +186,12 @@ class Delivery:
                 for provider, seconds in pauses.items():
                     await self.ledger.pause(provider, seconds)
                 await self.ledger.publish_waits(self._own_waits())
-            except BaseException:
-                self._pauses = pauses | self._pauses
-                self._changed.set()  # publish again once the supervisor runs this again
-                raise
+            except BaseException as err:
+                for provider, seconds in pauses.items():
+                    self._paused(provider, seconds)  # publish again (the longest pause of each provider)
+                if not isinstance(err, LedgerUnavailable):
+                    raise
+                await anyio.sleep(LEAD_RETRY)  # as soon as the database is back, not after the supervisor's back-off
 
     def _paused(self, provider: str, seconds: float) -> None:
         self._pauses[provider] = max(seconds, self._pauses.get(provider, 0.0))

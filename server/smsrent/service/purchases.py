@@ -10,8 +10,8 @@ prove it, it stays uncertain.
 
 from __future__ import annotations
 
+import functools
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -35,6 +35,10 @@ from smsrent.service.ledger import DAY, HEARTBEAT_EVERY, STALE_AFTER, Ledger, Pu
 log = logging.getLogger("smsrent.purchases")
 
 Settlement = Literal["listing", "balance", "none"]
+_UNRECORDED = (
+    "The ledger's database cannot be reached to record it, so it counts as spent and is recorded once the database"
+    " answers (the server reconnects by itself); do not buy again: call list_rentals in a minute."
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,9 @@ class Purchases:
         self.record = record
         self.settle_after = settle_after
         self._inflight: dict[int, str] = {}  # purchase id -> provider, while its call runs
+        # Outcomes the ledger's database was down for, by purchase id: the heartbeat writes them once it answers
+        # (the purchase stays reserved by this process meanwhile, so no other takes it over).
+        self._unwritten: dict[int, Callable[[], Awaitable[object]]] = {}
 
     async def spend(
         self,
@@ -136,11 +143,30 @@ class Purchases:
 
     async def _release(self, purchase_id: int) -> None:
         """Hand a purchase whose call is over to whoever reconciles it; if the ledger cannot say so now, the
-        next `recover` does (the purchase is no longer in `_inflight`)."""
+        next `recover` does (the purchase is no longer in `_inflight`). Never the caller's error: the outcome is
+        what it reports."""
         try:
             await self.ledger.release(purchase_id)
-        except sqlite3.Error as err:
+        except Exception as err:
             log.warning("could not release purchase %d in the ledger (%s); recovery will", purchase_id, err)
+
+    async def _write_or_keep(self, purchase_id: int, write: Callable[[], Awaitable[object]]) -> bool:
+        """Write a purchase's outcome now, or, the ledger's database being down, keep it for the heartbeat to write
+        once the database answers. Whether it was written now."""
+        try:
+            await write()
+        except LedgerUnavailable as err:
+            log.warning("purchase %d is recorded once the ledger's database answers: %s", purchase_id, err.why)
+            self._unwritten[purchase_id] = write
+            return False
+        return True
+
+    async def _write_kept(self) -> None:
+        """Write the outcomes kept while the ledger's database was down."""
+        for purchase_id, write in list(self._unwritten.items()):
+            await write()
+            del self._unwritten[purchase_id]
+            log.warning("purchase %d recorded now that the ledger's database answers", purchase_id)
 
     def purchase_lock(self, provider: Provider) -> AbstractAsyncContextManager[object]:
         """A provider's serialized purchases run one at a time, across every process on this ledger (the balance
@@ -177,29 +203,42 @@ class Purchases:
             with anyio.CancelScope(shield=True):
                 await self.ledger.settle(purchase_id, "failed", note="the balance check before buying failed")
             raise
+        settle = functools.partial(self.ledger.settle, purchase_id)
         try:
             receipt = await call()
         except ProviderError as err:
             if not err.uncertain:
-                await self.ledger.settle(purchase_id, "failed", note=err.message)
+                await self._write_or_keep(purchase_id, functools.partial(settle, "failed", note=err.message))
                 raise
-            await self.ledger.settle(purchase_id, "uncertain", note=err.message)
+            if not await self._write_or_keep(purchase_id, functools.partial(settle, "uncertain", note=err.message)):
+                raise PurchaseUnsettled(f"{err.message} {_UNRECORDED}", provider=provider.name) from err
             return await self._recover_now(provider, purchase_id, err)
         except BaseException:
             # Cancelled while the request may have been on its way: keep it counted, settle it later.
             with anyio.CancelScope(shield=True):
-                await self.ledger.settle(purchase_id, "uncertain", note="interrupted before the answer arrived")
+                note = "interrupted before the answer arrived"
+                await self._write_or_keep(purchase_id, functools.partial(settle, "uncertain", note=note))
             raise
         # The provider answered: the outcome is written first, even if the caller is cancelled now.
         charged = price if price is not None else receipt.rental.price
+        bought = functools.partial(self._record_bought, purchase_id, charged, receipt)
         with anyio.CancelScope(shield=True):
-            await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=receipt.rental.rental_id)
-            rental = await self.record(receipt)
+            try:
+                rental = await bought()
+            except LedgerUnavailable as err:
+                await self._write_or_keep(purchase_id, bought)
+                raise PurchaseUnsettled(
+                    f"{provider.display_name} sold {receipt.rental.rental_id}. {_UNRECORDED}", provider=provider.name
+                ) from err
         if charged is not None and charged > max_price:
             log.warning("%s charged %s for %s, above max_price %s", provider.name, charged, rental.rental_id, max_price)
             note = f"{provider.display_name} charged {charged}, more than max_price {max_price}: its price changed."
             return Outcome(rental, note)
         return Outcome(rental)
+
+    async def _record_bought(self, purchase_id: int, charged: Decimal | None, receipt: Receipt) -> Rental:
+        await self.ledger.settle(purchase_id, "bought", price=charged, rental_id=receipt.rental.rental_id)
+        return await self.record(receipt)
 
     async def _recover_now(self, provider: Provider, purchase_id: int, err: ProviderError) -> Outcome:
         """Right after an unknown outcome, ask the provider once (the caller holds the purchase lock): the rental
@@ -253,19 +292,18 @@ class Purchases:
         while True:
             try:
                 await self.ledger.beat()
+                if missed:
+                    log.warning("the ledger's database answers again after %d missed heartbeats", missed)
+                missed = 0
+                await self._write_kept()
+                now = time.time()
+                if now - last < every + STALE_AFTER / 2 and await self.recover():
+                    await self.reconcile_all()
+                last = now
             except LedgerUnavailable as err:  # beat again as soon as the database is back, not after a back-off
                 if not missed:
                     log.warning("cannot tell the other servers this one is alive: %s", err.why or err.message)
                 missed += 1
-                await anyio.sleep(every)
-                continue
-            if missed:
-                log.warning("the ledger's database answers again after %d missed heartbeats", missed)
-            missed = 0
-            now = time.time()
-            if now - last < every + STALE_AFTER / 2 and await self.recover():
-                await self.reconcile_all()
-            last = now
             await anyio.sleep(every)
 
     async def reconcile_all(self) -> None:
