@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -206,32 +208,61 @@ async def test_a_429s_pause_is_published_and_the_next_leader_keeps_to_it(
 async def test_waits_and_pauses_are_published_once_the_database_is_back_not_after_a_back_off(
     make_world: WorldFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While the ledger's database is down, publishing keeps what it could not write (the longest pause of each
-    provider, this process's waits) and tries again every couple of seconds, without failing into the
+    """While the ledger's database is down, publishing keeps what it could not write (this process's waits, the
+    longest pause of each provider) and tries again every couple of seconds, without failing into the
     supervisor's back-off (up to a minute), which would keep the leader from polling for this process's waits."""
+    rental_id = "gotsms:e5f3c1a0-0000-4000-8000-000000000001"
     async with make_world(schedule=FAST) as world:
         ledger, delivery = world.ledger, world.delivery
-        publish_waits, published = ledger.publish_waits, []
-        down = True
+        publish_waits, pause = ledger.publish_waits, ledger.pause
+        published: list[dict[str, Any]] = []
 
-        async def maybe_down(waits: Any) -> None:
-            if down:
-                raise LedgerUnavailable("connection refused")
+        async def refused(*args: Any) -> None:
+            raise LedgerUnavailable("connection refused")
+
+        async def publishing(waits: Any) -> None:
             published.append(dict(waits))
             await publish_waits(waits)
 
-        monkeypatch.setattr(ledger, "publish_waits", maybe_down)
-        async with world.running():
-            delivery._paused("gotsms", 5.0)
-            delivery._paused("gotsms", 50.0)
-            delivery.expect("gotsms:e5f3c1a0-0000-4000-8000-000000000001")
-            await anyio.sleep(0.5)
-            down = False
+        async def back() -> None:
+            monkeypatch.setattr(ledger, "publish_waits", publishing)
+            monkeypatch.setattr(ledger, "pause", pause)
             with anyio.fail_after(5):
                 while not published:
                     await anyio.sleep(0.02)
-            failing = delivery.supervisor.report()["publish"]["state"]
+
+        monkeypatch.setattr(ledger, "publish_waits", refused)
+        async with world.running():
+            delivery.expect(rental_id)  # a wait alone (no pause) while the database is down
+            await anyio.sleep(0.3)
+            await back()
+            waits = published[-1]
+            monkeypatch.setattr(ledger, "publish_waits", refused)
+            monkeypatch.setattr(ledger, "pause", refused)
+            published.clear()
+            delivery._paused("gotsms", 50.0)
+            delivery._paused("gotsms", 5.0)
+            await anyio.sleep(0.3)
+            await back()
+            state = delivery.supervisor.report()["publish"]["state"]
             paused = await ledger.paused("gotsms")
-    assert failing == "running"
-    assert "gotsms:e5f3c1a0-0000-4000-8000-000000000001" in published[0]
+    assert state == "running"
+    assert rental_id in waits
     assert 40.0 < paused <= 50.0
+
+
+async def test_a_server_that_stops_withdraws_its_waits(make_world: WorldFactory, tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+
+    def rows() -> int:
+        with closing(sqlite3.connect(path)) as db:
+            (count,) = db.execute("SELECT count(*) FROM waits").fetchone()
+            return int(count)
+
+    async with make_world(schedule=FAST, ledger_path=path) as world:
+        async with world.running():
+            world.delivery.expect("gotsms:e5f3c1a0-0000-4000-8000-000000000001")
+            with anyio.fail_after(5):
+                while not rows():
+                    await anyio.sleep(0.02)
+        assert rows() == 0

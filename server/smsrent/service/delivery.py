@@ -177,21 +177,30 @@ class Delivery:
 
     async def _publish(self) -> None:
         """Publish this process's waits (and recent expectations) each time they change, and each rate limit's
-        pause (so a new leader keeps to it)."""
-        while True:
-            await self._changed.wait()
-            self._changed = anyio.Event()
-            pauses, self._pauses = self._pauses, {}
-            try:
-                for provider, seconds in pauses.items():
-                    await self.ledger.pause(provider, seconds)
-                await self.ledger.publish_waits(self._own_waits())
-            except BaseException as err:
-                for provider, seconds in pauses.items():
-                    self._paused(provider, seconds)  # publish again (the longest pause of each provider)
-                if not isinstance(err, LedgerUnavailable):
-                    raise
-                await anyio.sleep(LEAD_RETRY)  # as soon as the database is back, not after the supervisor's back-off
+        pause (so a new leader keeps to it); when stopped, withdraw the waits."""
+        try:
+            while True:
+                await self._changed.wait()
+                self._changed = anyio.Event()
+                pauses, self._pauses = self._pauses, {}
+                try:
+                    for provider, seconds in pauses.items():
+                        await self.ledger.pause(provider, seconds)
+                    await self.ledger.publish_waits(self._own_waits())
+                except BaseException as err:
+                    for provider, seconds in pauses.items():
+                        self._paused(provider, seconds)  # the longest pause of each provider, published next time
+                    self._changed.set()
+                    if not isinstance(err, LedgerUnavailable):
+                        raise
+                    await anyio.sleep(LEAD_RETRY)  # once the database is back, not after the supervisor's back-off
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True), anyio.move_on_after(LEAD_RETRY):
+                try:
+                    await self.ledger.publish_waits({})  # stopping: this process waits for nothing any more
+                except Exception as err:
+                    log.info("could not withdraw this server's waits from the ledger: %s", err)
+            raise
 
     def _paused(self, provider: str, seconds: float) -> None:
         self._pauses[provider] = max(seconds, self._pauses.get(provider, 0.0))

@@ -36,7 +36,7 @@ import psycopg
 from pydantic import SecretStr
 
 from smsrent.service.ledger import LedgerUnusable
-from smsrent.service.ledger.postgres.base import CONNECT_TIMEOUT, Connection, describe
+from smsrent.service.ledger.postgres.base import CONNECT_TIMEOUT, describe
 from smsrent.service.ledger.postgres.cluster import PostgresCluster
 from smsrent.service.ledger.postgres.figures import PostgresFigures
 from smsrent.service.ledger.postgres.messages import PostgresMessages
@@ -70,17 +70,12 @@ class PostgresLedger(
         return ledger
 
     async def close(self) -> None:
-        """Unregister this process (what it still held is taken over by the others), drop its waits, and close its
-        connections."""
+        """Unregister this process (what it still held is taken over by the others) and close its connections."""
         with anyio.CancelScope(shield=True):
             try:
-                await self._write(self._unregister)
+                await self._write(lambda conn: conn.execute("DELETE FROM processes WHERE token = %s", (self.owner,)))
             finally:
                 await self._shut()
-
-    async def _unregister(self, conn: Connection) -> None:
-        await conn.execute("DELETE FROM processes WHERE token = %s", (self.owner,))
-        await conn.execute("DELETE FROM waits WHERE owner = %s", (self.owner,))
 
     async def _shut(self) -> None:
         if self._presence is not None:

@@ -8,7 +8,7 @@ import json
 import secrets
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import psycopg
@@ -58,16 +58,26 @@ def reason(err: Exception, database_url: SecretStr) -> str:
     return text.replace(str(password), "***") if password else text
 
 
+def connection_options(owner: str | None) -> dict[str, Any]:
+    """Every connection's: autocommit, a connect timeout, the process it serves (in `pg_stat_activity`), and TCP
+    keepalives, so that a connection a network silently dropped (a NAT, a load balancer) fails within about a
+    minute instead of hanging for the operating system's two hours (a listener would be deaf meanwhile)."""
+    return {
+        "autocommit": True,
+        "connect_timeout": CONNECT_TIMEOUT,
+        "application_name": _application(owner),
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+
+
 async def connect(database_url: SecretStr, owner: str | None = None) -> Connection:
     """A connection of its own (autocommit), or LedgerUnusable in one line naming the database, never the password.
     `owner`: the process it serves, in `pg_stat_activity.application_name`."""
     try:
-        return await psycopg.AsyncConnection.connect(
-            database_url.get_secret_value(),
-            autocommit=True,
-            connect_timeout=CONNECT_TIMEOUT,
-            application_name=_application(owner),
-        )
+        return await psycopg.AsyncConnection.connect(database_url.get_secret_value(), **connection_options(owner))
     except psycopg.Error as err:
         raise LedgerUnusable(
             f"cannot connect to the PostgreSQL ledger ({describe(database_url)}): {reason(err, database_url)}"
@@ -115,11 +125,7 @@ class PostgresBase:
             max_size=POOL_SIZE,
             timeout=CONNECT_TIMEOUT,  # a call waits this long for a connection before the database counts as down
             check=AsyncConnectionPool.check_connection,  # a connection broken by a database restart is replaced
-            kwargs={
-                "autocommit": True,
-                "connect_timeout": CONNECT_TIMEOUT,
-                "application_name": _application(self.owner),
-            },
+            kwargs=connection_options(self.owner),
             name="smsrent-ledger",
             open=False,
         )

@@ -16,7 +16,6 @@ The parts follow the sections of the `Ledger` protocol, one mixin each over `bas
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import anyio
@@ -43,17 +42,12 @@ class SqliteLedger(SqliteProcesses, SqliteCluster, SqliteRentals, SqliteMessages
         return ledger
 
     async def close(self) -> None:
-        """Unregister this process (what it still held is taken over by the others), drop its waits, and close the
-        file."""
+        """Unregister this process (what it still held is taken over by the others) and close the file."""
         OPEN.discard(self.owner)
-
-        def unregister(db: sqlite3.Connection) -> None:
-            forget(db, self.owner)
-            db.execute("DELETE FROM waits WHERE owner = ?", (self.owner,))
 
         def close() -> None:
             try:
-                transaction(self._db, unregister)
+                transaction(self._db, lambda db: forget(db, self.owner))
             finally:
                 self._db.close()
 
