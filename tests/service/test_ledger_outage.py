@@ -66,3 +66,22 @@ async def test_a_hand_over_the_database_refuses_after_a_purchase_leaves_its_resu
         rental_id = await world.rent("gotsms")
         (purchase,) = await world.ledger.purchases()
     assert (purchase.state, purchase.rental_id) == ("bought", rental_id)
+
+
+async def test_a_refund_the_provider_made_is_credited_even_if_the_call_is_cancelled_right_after(
+    tmp_path: Path,
+) -> None:
+    """The refund is answered, then the call is cancelled while it reads the balance (a client that gave up):
+    the credit and the rental given back are in the ledger all the same."""
+    async with open_world(tmp_path / "ledger.sqlite3", SandboxTiming.instant()) as world:
+        rental_id = await world.rent("gotsms")
+        world.gotsms_sandbox.inject("GET", "/api/account", "slow")
+        with anyio.move_on_after(0.5) as scope:
+            await world.rentals.refund(rental_id)
+        (charge,) = await world.ledger.charges()
+        rental = await world.ledger.rental(rental_id)
+    assert scope.cancelled_caught  # the call was cut short while reading the balance
+    assert charge.charged > 0
+    assert charge.refunded == charge.charged
+    assert rental is not None
+    assert rental.status == "refunded"

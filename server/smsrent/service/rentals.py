@@ -245,20 +245,26 @@ class Rentals:
                 if not err.uncertain:
                     raise
                 return await self._refund_lost(provider, rental, err)
-            updated = await self.record(receipt.model_copy(update={"rental": _given_back_as(provider, receipt.rental)}))
+            # Given back: a one-time rental's credit and the rental are written whatever happens to the call now.
+            refunded = None if before is not None else receipt.rental.price or rental.price
+            given_back = receipt.model_copy(update={"rental": _given_back_as(provider, receipt.rental)})
+            with anyio.CancelScope(shield=True):
+                await self._credit(ref, refunded)
+                updated = await self.record(given_back)
             balance_after = receipt.balance_after
             if balance_after is None:
                 try:
                     balance_after = (await provider.get_balance()).amount
                 except ProviderError as err:  # the refund went through: it is credited all the same
                     log.warning("could not read the %s balance after a refund: %s", provider.name, err.message)
-            if before is None:
-                refunded = receipt.rental.price or rental.price
-            else:  # a long rental's refund is what the balance shows: unknown, it stays counted as spent
+            if before is not None:  # a long rental's refund is what the balance shows: unknown, it stays counted
                 refunded = None if balance_after is None else balance_after - before
-            if refunded is not None and refunded > 0:
-                await self.ledger.note_refund(str(ref), refunded)
+                await self._credit(ref, refunded)
         return RefundOutcome(updated, refunded, balance_after)
+
+    async def _credit(self, ref: Ref, refunded: Decimal | None) -> None:
+        if refunded is not None and refunded > 0:
+            await self.ledger.note_refund(str(ref), refunded)
 
     async def _refund_lost(self, provider: Provider, rental: Rental, err: ProviderError) -> RefundOutcome:
         """A refund whose answer never came: done if the provider now shows the rental given back, asked at once
