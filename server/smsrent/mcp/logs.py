@@ -1,6 +1,6 @@
 """`logging/setLevel` (the 2025-11-25 era's logging): forward the server's own log records to the clients
 that asked for them, as `notifications/message`, at or above the level each chose. Only the owner and admins
-may ask: the log names every agent's rentals.
+receive them (the log names every agent's rentals); an agent's request is accepted and forwards nothing.
 
 The 2026-07-28 era has no connection-wide logging; those clients read stderr like everyone else.
 """
@@ -14,10 +14,9 @@ from typing import Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
-from mcp import MCPError
 from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.connection import Connection
-from mcp.types import INVALID_REQUEST, EmptyResult, SetLevelRequestParams
+from mcp.types import EmptyResult, SetLevelRequestParams
 
 from smsrent.mcp import compat
 from smsrent.mcp.auth import principal
@@ -56,12 +55,8 @@ class ClientLogs(logging.Handler):
         compat.add_request_handler(server, "logging/setLevel", SetLevelRequestParams, self._set_level)
 
     async def _set_level(self, ctx: ServerRequestContext[Any], params: SetLevelRequestParams) -> EmptyResult:
-        if not principal(ctx).is_admin:  # the server's log names every agent's rentals
-            raise MCPError(
-                INVALID_REQUEST,
-                "logging/setLevel needs the admin scope: the server's log is the owner's (it names every agent's"
-                " rentals). Ask the owner for an admin credential, or read your own rentals with the tools.",
-            )
+        if not principal(ctx).is_admin:  # accepted (clients send it as they connect), but nothing is forwarded
+            return EmptyResult()
         connection = compat.connection(ctx)
         if id(connection) not in self._wanted:
             connection.exit_stack.callback(self._forget, id(connection))
